@@ -1,0 +1,225 @@
+"""The messages that travel between AI Mass services, and the topics they travel on.
+
+One typed struct per message kind, encoded as MessagePack (frames carry JPEG bytes, so a binary
+encoding saves the 33 % that base64-in-JSON would cost). Every message has a schema version ``v``;
+a decoder refuses versions it does not know instead of guessing. Size limits are enforced before
+decoding, so an oversized message never reaches a parser.
+
+Times are epoch milliseconds (float, sub-millisecond precision) from the clock of the stage that
+stamped them. ``stamps`` accumulates one entry per pipeline stage as a message flows, so latency per
+stage is both a trace and a SQL query.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+# Topic names. Partition counts are settings (aimass.settings); keys are noted beside each.
+TOPIC_FRAMES = "aimass.frames"  # key: camera_id
+TOPIC_SENSORS = "aimass.sensors"  # key: sensor_id
+TOPIC_DETECTIONS = "aimass.detections"  # key: camera_id
+TOPIC_VIOLATIONS = "aimass.violations"  # key: rule_id
+TOPIC_DEADLETTER = "aimass.deadletter"  # key: original key
+TOPICS = (TOPIC_FRAMES, TOPIC_SENSORS, TOPIC_DETECTIONS, TOPIC_VIOLATIONS, TOPIC_DEADLETTER)
+
+# Size limits (bytes). A frame's JPEG is the only large field.
+MAX_JPEG_BYTES = 2 * 1024 * 1024
+MAX_FRAME_MESSAGE_BYTES = MAX_JPEG_BYTES + 64 * 1024
+MAX_SMALL_MESSAGE_BYTES = 256 * 1024
+MAX_OBJECTS_PER_FRAME = 300
+MAX_ID_LEN = 128
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class ContractError(ValueError):
+    """A message that does not satisfy its contract. ``reason`` is a short machine-readable code
+    used as the dead-letter reason header; the message says what was wrong for a person."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Frame(msgspec.Struct, kw_only=True, tag="frame", tag_field="kind"):
+    """One camera frame, JPEG-encoded by the gateway."""
+
+    v: int = SCHEMA_VERSION
+    site_id: str
+    camera_id: str
+    seq: int  # per-camera sequence number, from the gateway; with camera_id it identifies the frame
+    captured_ms: float  # gateway clock at capture
+    width: int
+    height: int
+    jpeg: bytes
+    gateway_id: str = ""
+    stamps: dict[str, float] = {}  # stage name -> epoch ms
+
+
+class SensorReading(msgspec.Struct, kw_only=True, tag="reading", tag_field="kind"):
+    v: int = SCHEMA_VERSION
+    site_id: str
+    sensor_id: str
+    seq: int
+    captured_ms: float
+    value: float
+    unit: str = ""
+    gateway_id: str = ""
+    stamps: dict[str, float] = {}
+
+
+class DetectedObject(msgspec.Struct, array_like=True):
+    """One object in a frame. Box corners are normalised to [0, 1] of the frame."""
+
+    label: str  # site class after the model's class map (person, vehicle, ...)
+    class_id: int  # the model's own class index
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    track_id: int = -1  # -1 until a tracker assigns one
+
+
+class Detections(msgspec.Struct, kw_only=True, tag="detections", tag_field="kind"):
+    """The detector's output for one frame (also sent when nothing was found)."""
+
+    v: int = SCHEMA_VERSION
+    site_id: str
+    camera_id: str
+    seq: int
+    captured_ms: float
+    width: int
+    height: int
+    jpeg_bytes: int = 0  # size of the frame as the gateway sent it (bandwidth accounting)
+    model_name: str
+    model_version: str
+    objects: list[DetectedObject] = []
+    batch_size: int = 1
+    stamps: dict[str, float] = {}
+
+
+ViolationEvent = Literal["start", "update", "end"]
+
+
+class Violation(msgspec.Struct, kw_only=True, tag="violation", tag_field="kind"):
+    """An incident raised by a rule. One incident has one ``violation_id``; its events are start,
+    then optional updates, then end."""
+
+    v: int = SCHEMA_VERSION
+    violation_id: str
+    event: ViolationEvent = "start"
+    site_id: str
+    rule_id: str
+    rule_type: str
+    severity: str
+    camera_id: str = ""
+    zone_id: str = ""
+    sensor_id: str = ""
+    label: str = ""
+    track_id: int = -1
+    score: float = 0.0
+    value: float = 0.0
+    started_ms: float  # event time of the incident's start (capture time of the evidence)
+    at_ms: float  # event time of this event
+    source_seq: int = -1  # frame or reading seq that triggered this event
+    message: str = ""
+    stamps: dict[str, float] = {}
+
+
+class DeadLetter(msgspec.Struct, kw_only=True, tag="deadletter", tag_field="kind"):
+    """Input a worker refused. ``original`` is the message's bytes, untouched."""
+
+    v: int = SCHEMA_VERSION
+    source_topic: str
+    partition: int = -1
+    offset: int = -1
+    key: bytes = b""
+    reason: str  # short code: too_large, bad_encoding, bad_schema, bad_version, bad_jpeg, ...
+    detail: str  # what was wrong, for a person
+    service: str
+    at_ms: float
+    original: bytes
+
+
+Message = Frame | SensorReading | Detections | Violation | DeadLetter
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders = {
+    cls: msgspec.msgpack.Decoder(cls)
+    for cls in (Frame, SensorReading, Detections, Violation, DeadLetter)
+}
+
+
+def encode(msg: Message) -> bytes:
+    return _encoder.encode(msg)
+
+
+def _limit_for(cls: type) -> int:
+    return MAX_FRAME_MESSAGE_BYTES if cls is Frame else MAX_SMALL_MESSAGE_BYTES
+
+
+def decode(data: bytes | None, cls: type[msgspec.Struct]):
+    """Decode ``data`` as ``cls``, enforcing size, schema version and value sanity.
+
+    Raises ContractError with a reason code; never anything else for bad input.
+    """
+    if not data:
+        raise ContractError("empty", f"empty message where a {cls.__name__} was expected")
+    limit = _limit_for(cls)
+    if len(data) > limit:
+        raise ContractError(
+            "too_large", f"{cls.__name__} message is {len(data)} bytes; the limit is {limit}"
+        )
+    try:
+        msg = _decoders[cls].decode(data)
+    except msgspec.ValidationError as exc:
+        raise ContractError("bad_schema", f"not a valid {cls.__name__}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ContractError("bad_encoding", f"not MessagePack: {exc}") from None
+    if msg.v != SCHEMA_VERSION:
+        raise ContractError(
+            "bad_version",
+            f"{cls.__name__} schema version {msg.v} is not supported (this build reads v{SCHEMA_VERSION})",
+        )
+    _check(msg)
+    return msg
+
+
+def _finite(name: str, x: float) -> None:
+    if not math.isfinite(x):
+        raise ContractError("bad_value", f"{name} is {x}; a finite number is required")
+
+
+def _check_id(name: str, value: str) -> None:
+    if not value or len(value) > MAX_ID_LEN:
+        raise ContractError("bad_value", f"{name} must be 1..{MAX_ID_LEN} characters, got {value!r:.80}")
+
+
+def _check(msg: Message) -> None:
+    """Value checks that a schema cannot express."""
+    _finite("captured_ms", getattr(msg, "captured_ms", 0.0) or 0.0)
+    if isinstance(msg, Frame):
+        _check_id("camera_id", msg.camera_id)
+        if len(msg.jpeg) > MAX_JPEG_BYTES:
+            raise ContractError("too_large", f"JPEG is {len(msg.jpeg)} bytes; the limit is {MAX_JPEG_BYTES}")
+        if msg.width <= 0 or msg.height <= 0:
+            raise ContractError("bad_value", f"frame size {msg.width}x{msg.height} is not positive")
+    elif isinstance(msg, SensorReading):
+        _check_id("sensor_id", msg.sensor_id)
+        _finite("value", msg.value)
+    elif isinstance(msg, Detections):
+        _check_id("camera_id", msg.camera_id)
+        if len(msg.objects) > MAX_OBJECTS_PER_FRAME:
+            raise ContractError("too_large", f"{len(msg.objects)} objects; the limit is {MAX_OBJECTS_PER_FRAME}")
+        for o in msg.objects:
+            for name in ("score", "x1", "y1", "x2", "y2"):
+                _finite(name, getattr(o, name))

@@ -1,0 +1,136 @@
+"""Kafka plumbing shared by the services: topic creation, the Faust app factory, producers,
+and dead letters.
+
+Workers read raw bytes and decode with aimass.contracts themselves, so a bad message becomes a
+dead letter with a reason instead of a Faust deserialisation crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from aimass import contracts
+from aimass.contracts import ContractError, DeadLetter
+from aimass.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_partitions(settings: Settings) -> dict[str, int]:
+    """Logical topic name (aimass.contracts) -> partition count."""
+    return {
+        contracts.TOPIC_FRAMES: settings.partitions_frames,
+        contracts.TOPIC_SENSORS: settings.partitions_sensors,
+        contracts.TOPIC_DETECTIONS: settings.partitions_detections,
+        contracts.TOPIC_VIOLATIONS: settings.partitions_violations,
+        contracts.TOPIC_DEADLETTER: settings.partitions_deadletter,
+    }
+
+
+async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every AI Mass topic with its explicit partition count; existing topics are kept.
+    Returns the names created. Brokers that auto-create topics would pick their own partition
+    count, so this runs before any worker or gateway starts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    await asyncio.wait_for(admin.start(), timeout_s)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(settings.topic(name), n, settings.replication_factor)
+                  for name, n in topic_partitions(settings).items() if settings.topic(name) not in existing]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:  # a concurrent creator won the race: fine
+                pass
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def make_app(service: str, settings: Settings, **extra) -> faust.App:
+    """A Faust app for one service: its own consumer group, at-least-once, offsets from the start
+    of a topic for a new group (so nothing produced before the first start is skipped)."""
+    web = {"web_enabled": False} if not settings.worker_web_port else {"web_port": settings.worker_web_port}
+    app = faust.App(
+        f"{settings.topic_prefix}aimass-{service}",  # the consumer group
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.partitions_frames,
+        topic_allow_declare=False,  # topics are created up front with explicit counts (create_topics)
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_s,
+        broker_commit_interval=settings.kafka_commit_interval_s,
+        producer_max_request_size=settings.kafka_max_request_bytes,
+        consumer_max_fetch_size=settings.kafka_max_request_bytes,
+        processing_guarantee="at_least_once",
+        **web,
+        **extra,
+    )
+    return app
+
+
+def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
+    """The Faust topic for logical topic ``name`` (bytes in, bytes out; workers decode themselves)."""
+    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, value_serializer="raw",
+                     key_serializer="raw", partitions=topic_partitions(settings)[name], internal=False)
+
+
+async def start_producer(settings: Settings, **kw) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        max_request_size=settings.kafka_max_request_bytes,
+        linger_ms=kw.pop("linger_ms", 5),
+        enable_idempotence=False,  # tansu has no InitProducerId; ids derived from the source dedup instead
+        acks="all",
+        **kw,
+    )
+    await producer.start()
+    return producer
+
+
+@dataclass
+class DeadLetterSender:
+    """Sends refused input to the dead-letter topic with the original bytes and reason headers,
+    and counts it. Never raises for a send failure of its own: losing a dead letter must not stop
+    the worker (it is logged with the reason instead)."""
+
+    topic: faust.TopicT
+    service: str
+    count: int = 0
+
+    async def send(self, *, source_topic: str, original: bytes | None, key: bytes | None,
+                   error: ContractError | Exception, partition: int = -1, offset: int = -1) -> None:
+        reason = getattr(error, "reason", type(error).__name__)
+        self.count += 1
+        log.warning("dead letter from %s partition %s offset %s: %s: %s",
+                    source_topic, partition, offset, reason, error)
+        msg = DeadLetter(source_topic=source_topic, partition=partition, offset=offset, key=key or b"",
+                         reason=reason, detail=str(error)[:2000], service=self.service,
+                         at_ms=contracts.now_ms(), original=original or b"")
+        headers = {"aimass-reason": reason.encode(), "aimass-service": self.service.encode(),
+                   "aimass-source-topic": source_topic.encode()}
+        try:
+            await self.topic.send(key=key, value=contracts.encode(msg), headers=headers)
+        except KafkaError as exc:
+            log.error("could not send a dead letter (%s) to %s: %s", reason, self.topic.get_topic_name(), exc)
+
+
+def event_position(stream) -> tuple[int, int, bytes | None, dict]:
+    """(partition, offset, key, headers) of the event a Faust stream is on."""
+    ev = stream.current_event
+    if ev is None:
+        return -1, -1, None, {}
+    m = ev.message
+    headers = m.headers if isinstance(m.headers, dict) else dict(m.headers or [])
+    return m.partition, m.offset, m.key, headers

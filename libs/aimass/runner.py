@@ -1,0 +1,119 @@
+"""Starting the workers: one Faust worker per process (`aimass run detector`), or all of them as
+supervised child processes (`aimass run all`), so each gets its own GIL and its own consumer group."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aimass import settings as S
+from aimass import telemetry
+
+WORKERS = {
+    "detector": ("aimass_detector.worker", S.DetectorSettings),
+    "rules": ("aimass_rules.worker", S.RulesSettings),
+    "sink": ("aimass_sink.worker", S.SinkSettings),
+}
+
+log = logging.getLogger("aimass.runner")
+
+
+def run_worker(name: str) -> None:
+    """Run one worker in this process until SIGTERM/SIGINT."""
+    import faust
+
+    module, settings_cls = WORKERS[name]
+    settings = settings_cls()
+    telemetry.setup(f"aimass-{name}")
+    app = importlib.import_module(module).build_app(settings)
+    _announce_ready(app, name)
+    app.finalize()
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def _announce_ready(app, name: str) -> None:
+    """Touch ``$AIMASS_READY_DIR/NAME`` once the worker has partitions and its own start-up is done
+    (the detector's model is loaded), so the demo and the tests wait on a condition, not a sleep."""
+    ready_dir = os.environ.get("AIMASS_READY_DIR")
+    if not ready_dir:
+        return
+    marker = Path(ready_dir) / name
+    is_ready = getattr(app, "aimass_ready", lambda: True)
+
+    @app.timer(0.2)
+    async def announce() -> None:
+        if not marker.exists() and app.consumer.assignment() and is_ready():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            log.info("worker %s ready", name)
+
+
+def wait_ready(ready_dir: Path, names, procs: list[subprocess.Popen], deadline_s: float = 120.0) -> None:
+    """Wait until every named worker announced readiness; fail early when one of them exits."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if all((Path(ready_dir) / n).exists() for n in names):
+            return
+        dead = [p for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"a worker exited during start-up (code {dead[0].returncode}); see its log")
+        time.sleep(0.1)
+    missing = [n for n in names if not (Path(ready_dir) / n).exists()]
+    raise RuntimeError(f"workers not ready after {deadline_s:.0f} s: {', '.join(missing)}; see their logs")
+
+
+def spawn(name: str, log_file: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``aimass run NAME`` as a child process (its output to ``log_file`` when given)."""
+    out = open(log_file, "ab") if log_file else None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", name],
+                                stdout=out, stderr=subprocess.STDOUT if out else None,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    finally:
+        if out:
+            out.close()
+
+
+def stop(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    end = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_all(names: list[str]) -> int:
+    """Supervise one child per worker; a child that dies is restarted after a short back-off.
+    Returns when this process gets SIGTERM/SIGINT, after stopping the children."""
+    procs = {n: spawn(n) for n in names}
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    backoff = {n: 1.0 for n in names}
+    while not stopping:
+        time.sleep(0.5)
+        for n, p in list(procs.items()):
+            if p.poll() is not None and not stopping:
+                log.error("worker %s exited with code %s; restarting in %.0f s", n, p.returncode, backoff[n])
+                time.sleep(backoff[n])
+                backoff[n] = min(backoff[n] * 2, 30.0)
+                procs[n] = spawn(n)
+    stop(list(procs.values()))
+    return 0

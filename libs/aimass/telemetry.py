@@ -1,0 +1,68 @@
+"""OpenTelemetry set-up and W3C trace context carried in Kafka headers.
+
+Tracing is always on in-process (so every message gets a valid ``traceparent`` that links the stages),
+but nothing is exported unless the standard ``OTEL_*`` variables ask for it: with no collector running
+there is no error and no network traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+_configured = False
+
+
+def setup(service_name: str) -> None:
+    """Install the tracer provider once per process. Exports over OTLP only when
+    OTEL_TRACES_EXPORTER=otlp or OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    wants_otlp = os.environ.get("OTEL_TRACES_EXPORTER", "") == "otlp" or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if wants_otlp:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.warning("OTEL_* asks for OTLP export but opentelemetry-exporter-otlp-proto-http is not installed; "
+                        "traces stay in-process. Install it with `pip install opentelemetry-exporter-otlp-proto-http`.")
+        else:
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject(headers: list[tuple[str, bytes]] | None = None, ctx: context.Context | None = None) -> list[tuple[str, bytes]]:
+    """Append the current (or given) span context to Kafka headers as W3C trace context."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=ctx)
+    out = list(headers or [])
+    out.extend((k, v.encode()) for k, v in carrier.items())
+    return out
+
+
+def extract(headers: Iterable[tuple[str, bytes]] | dict | None) -> context.Context:
+    """The trace context from Kafka headers (a list of pairs, or Faust's dict form)."""
+    if not headers:
+        return context.Context()
+    items = headers.items() if isinstance(headers, dict) else headers
+    carrier = {}
+    for k, v in items:
+        key = k.decode() if isinstance(k, bytes) else k
+        if key in ("traceparent", "tracestate"):
+            carrier[key] = v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
+    return propagate.extract(carrier)

@@ -1,0 +1,96 @@
+"""zone_intrusion: an object of a watched class stands in a camera's zone.
+
+Presence is judged at the bottom centre of the box (where the object meets the ground), for objects
+whose label is in ``classes`` and whose score is at least ``min_score``. ``min_frames`` consecutive
+frames with presence start an incident; ``clear_frames`` consecutive frames without presence end it,
+so short detector misses inside one intrusion do not split it. Frames are counted as they arrive: a
+frame the pipeline dropped (a gap in seq) neither breaks nor extends a streak.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aimass.contracts import DetectedObject, Detections, Violation
+from aimass.site import Site, ZoneIntrusionRule
+from aimass_rules.evaluator import (Incident, RuleEvaluator, Source, TriggerState, advance, close_incident,
+                                    open_incident, violation_id)
+from aimass_rules.geometry import as_polygon, bottom_centres, points_in_polygon
+
+
+class ZoneIntrusion(RuleEvaluator):
+    rule_type = "zone_intrusion"
+    state_type = TriggerState
+    rule: ZoneIntrusionRule
+
+    def __init__(self, rule: ZoneIntrusionRule, site: Site):
+        super().__init__(rule, site)
+        camera = site.camera(rule.camera)
+        zone = camera.zone(rule.zone) if camera else None
+        if zone is None:  # Site validation already refuses this; guard against hand-built Sites
+            raise ValueError(f"rule {rule.id!r}: zone {rule.zone!r} is not defined on camera {rule.camera!r}")
+        self.zone = zone
+        self.polygon = as_polygon(zone.polygon)
+        self.classes = frozenset(rule.classes)
+
+    @property
+    def config(self):
+        return (self.site_id, self.rule, self.zone)
+
+    def sources(self) -> tuple[Source, ...]:
+        return (("camera", self.rule.camera),)
+
+    def present(self, objects: list[DetectedObject]) -> list[DetectedObject]:
+        """The objects that count as present in the zone."""
+        cands = [o for o in objects if o.label in self.classes and o.score >= self.rule.min_score]
+        if not cands:
+            return []
+        pts = bottom_centres(np.array([(o.x1, o.y1, o.x2, o.y2) for o in cands]))
+        inside = points_in_polygon(pts, self.polygon)
+        return [o for o, ok in zip(cands, inside) if ok]
+
+    def on_detections(self, d: Detections, st: TriggerState) -> list[Violation]:
+        inside = self.present(d.objects)
+        best = max(inside, key=lambda o: o.score) if inside else None
+        r = self.rule
+        edge = advance(st, hit=best is not None, clear=best is None, at_ms=d.captured_ms, seq=d.seq,
+                       min_hits=r.min_frames, clear_after=r.clear_frames)
+        if edge == "start":
+            assert best is not None
+            inc = Incident(
+                violation_id=violation_id(self.site_id, r.id, r.camera, r.zone, st.streak_start_ms, st.streak_start_seq),
+                started_ms=st.streak_start_ms, first_seq=st.streak_start_seq, label=best.label,
+                track_id=best.track_id, peak=best.score,
+            )
+            open_incident(st, inc)
+            return [self._violation(
+                "start", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps, camera_id=r.camera,
+                zone_id=r.zone, score=best.score,
+                message=f"{best.label} in zone '{self._zone_name}' on camera {r.camera} for {st.streak} frames",
+            )]
+        if edge == "end":
+            inc = close_incident(st, d.captured_ms, r.cooldown_s)
+            return [self._violation(
+                "end", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps, camera_id=r.camera,
+                zone_id=r.zone, score=inc.peak,
+                message=(f"zone '{self._zone_name}' on camera {r.camera} clear for {r.clear_frames} frames; "
+                         f"{inc.label} was there {(d.captured_ms - inc.started_ms) / 1000:.1f} s"),
+            )]
+        if best is not None and st.incident is not None:
+            st.incident.peak = max(st.incident.peak, best.score)
+        return []
+
+    def close(self, st: TriggerState, at_ms: float, reason: str) -> list[Violation]:
+        if st.incident is None:
+            return []
+        at_ms = max(at_ms, st.incident.started_ms)  # no input seen yet (state restored from elsewhere)
+        r = self.rule
+        inc = close_incident(st, at_ms, r.cooldown_s)
+        return [self._violation(
+            "end", inc, at_ms=at_ms, source_seq=-1, stamps={}, camera_id=r.camera, zone_id=r.zone, score=inc.peak,
+            message=f"incident in zone '{self._zone_name}' on camera {r.camera} closed: {reason}",
+        )]
+
+    @property
+    def _zone_name(self) -> str:
+        return self.zone.name or self.zone.id

@@ -1,0 +1,76 @@
+"""Contract messages -> ClickHouse rows. Pure functions; column order comes from
+aimass.clickhouse.schema, the one place that lists each table's insert columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from aimass.clickhouse.schema import COLUMNS
+from aimass.contracts import DeadLetter, Detections, SensorReading, Violation
+
+MAX_DEADLETTER_ORIGINAL = 64 * 1024  # the full bytes stay on the Kafka topic
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _date(ms: float) -> dt.date:
+    return _EPOCH + dt.timedelta(days=int(ms // 86_400_000))
+
+
+def _sec(ms: float) -> int:
+    return int(ms // 1000)
+
+
+def _ordered(table: str, row: dict) -> tuple:
+    return tuple(row[c] for c in COLUMNS[table])
+
+
+def frame_row(d: Detections, sink_in_ms: float) -> tuple:
+    s = d.stamps
+    return _ordered("frames", {
+        "date": _date(d.captured_ms), "captured": _sec(d.captured_ms), "captured_ms": d.captured_ms,
+        "site_id": d.site_id, "camera_id": d.camera_id, "seq": d.seq, "width": d.width, "height": d.height,
+        "jpeg_bytes": d.jpeg_bytes, "model_name": d.model_name, "model_version": d.model_version,
+        "batch_size": d.batch_size, "objects": len(d.objects),
+        "sent_ms": s.get("sent", 0.0), "detector_in_ms": s.get("detector_in", 0.0), "decoded_ms": s.get("decoded", 0.0),
+        "inferred_ms": s.get("inferred", 0.0), "detector_out_ms": s.get("detector_out", 0.0), "sink_in_ms": sink_in_ms,
+    })
+
+
+def detection_rows(d: Detections) -> Iterable[tuple]:
+    date, captured = _date(d.captured_ms), _sec(d.captured_ms)
+    for i, o in enumerate(d.objects):
+        yield _ordered("detections", {
+            "date": date, "captured": captured, "captured_ms": d.captured_ms, "site_id": d.site_id,
+            "camera_id": d.camera_id, "seq": d.seq, "object_index": i, "label": o.label, "class_id": o.class_id,
+            "score": o.score, "x1": o.x1, "y1": o.y1, "x2": o.x2, "y2": o.y2, "track_id": o.track_id,
+            "model_name": d.model_name, "model_version": d.model_version,
+        })
+
+
+def violation_row(v: Violation, sink_in_ms: float) -> tuple:
+    return _ordered("violations", {
+        "date": _date(v.at_ms), "at": _sec(v.at_ms), "at_ms": v.at_ms, "started_ms": v.started_ms,
+        "violation_id": v.violation_id, "event": v.event, "site_id": v.site_id, "rule_id": v.rule_id,
+        "rule_type": v.rule_type, "severity": v.severity, "camera_id": v.camera_id, "zone_id": v.zone_id,
+        "sensor_id": v.sensor_id, "label": v.label, "track_id": v.track_id, "score": v.score, "value": v.value,
+        "source_seq": v.source_seq, "message": v.message, "captured_ms": v.stamps.get("captured", v.at_ms),
+        "rules_out_ms": v.stamps.get("rules_out", 0.0), "sink_in_ms": sink_in_ms,
+    })
+
+
+def reading_row(r: SensorReading, sink_in_ms: float) -> tuple:
+    return _ordered("sensor_readings", {
+        "date": _date(r.captured_ms), "captured": _sec(r.captured_ms), "captured_ms": r.captured_ms,
+        "site_id": r.site_id, "sensor_id": r.sensor_id, "seq": r.seq, "value": r.value, "unit": r.unit,
+        "sent_ms": r.stamps.get("sent", 0.0), "sink_in_ms": sink_in_ms,
+    })
+
+
+def deadletter_row(m: DeadLetter) -> tuple:
+    return _ordered("deadletters", {
+        "date": _date(m.at_ms), "at": _sec(m.at_ms), "at_ms": m.at_ms, "service": m.service,
+        "source_topic": m.source_topic, "partition": m.partition, "offset": m.offset, "reason": m.reason,
+        "detail": m.detail, "key": m.key.decode("utf-8", "replace"), "original_bytes": len(m.original),
+        "original": m.original[:MAX_DEADLETTER_ORIGINAL].decode("latin-1"),
+    })

@@ -1,0 +1,129 @@
+"""The site file: a good file parses; each kind of mistake is a SiteFileError naming the file and field."""
+
+import pytest
+
+from aimass.site import SensorThresholdRule, SiteFileError, ZoneIntrusionRule, load_site, parse_site
+
+GOOD = """
+site:
+  id: plant-7
+  name: Plant 7
+  timezone: Europe/Berlin
+cameras:
+  - id: cam-1
+    fps: 5
+    zones:
+      - id: restricted
+        name: Restricted area
+        polygon: [[0.2, 0.2], [0.6, 0.2], [0.6, 0.8], [0.2, 0.8]]
+    scene:
+      background: yard
+      actors:
+        - id: walker
+          asset: person_1
+          label: person
+          height: 0.4
+          path: [{t: 0, x: 0.1, y: 0.9}, {t: 10, x: 0.4, y: 0.6}]
+sensors:
+  - id: temp-1
+    kind: temperature
+    unit: °C
+    simulate: {base: 21, noise: 0.2, steps: [{at: 30, value: 70}]}
+rules:
+  - id: intrusion
+    type: zone_intrusion
+    camera: cam-1
+    zone: restricted
+    severity: high
+  - id: overheat
+    type: sensor_threshold
+    sensor: temp-1
+    above: 60
+"""
+
+
+def write(tmp_path, text, name="site.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def load_error(tmp_path, text) -> str:
+    p = write(tmp_path, text)
+    with pytest.raises(SiteFileError) as exc:
+        load_site(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}:"), msg  # every error names the file
+    return msg
+
+
+def test_good_file_parses(tmp_path):
+    s = load_site(write(tmp_path, GOOD))
+    assert s.site.id == "plant-7"
+    assert s.camera("cam-1").zone("restricted").polygon[1] == (0.6, 0.2)
+    assert s.camera("cam-1").scene.actors[0].path[1].t == 10
+    assert s.sensor("temp-1").simulate.steps[0].value == 70
+    zone_rule, temp_rule = s.rules
+    assert isinstance(zone_rule, ZoneIntrusionRule) and isinstance(temp_rule, SensorThresholdRule)
+    assert (zone_rule.classes, zone_rule.min_frames, zone_rule.clear_frames, zone_rule.cooldown_s) == (["person"], 3, 5, 30.0)
+    assert (temp_rule.above, temp_rule.below, temp_rule.hysteresis) == (60, None, None)
+
+
+def test_unknown_rule_type(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("type: sensor_threshold", "type: sensor_magic"))
+    assert "rules.1:" in msg and "'sensor_magic'" in msg and "'type'" in msg
+
+
+def test_zone_not_on_camera(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("zone: restricted", "zone: loading-bay"))
+    assert "rules.0.zone:" in msg and "'loading-bay' is not defined on camera 'cam-1'" in msg
+    assert "zones: ['restricted']" in msg
+
+
+def test_undefined_camera_and_sensor(tmp_path):
+    assert "rules.0.camera:" in load_error(tmp_path, GOOD.replace("camera: cam-1", "camera: cam-9"))
+    assert "rules.1.sensor:" in load_error(tmp_path, GOOD.replace("sensor: temp-1", "sensor: temp-9"))
+
+
+def test_polygon_with_two_points(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("[[0.2, 0.2], [0.6, 0.2], [0.6, 0.8], [0.2, 0.8]]", "[[0.2, 0.2], [0.6, 0.2]]"))
+    assert "cameras.0.zones.0.polygon:" in msg and "at least 3" in msg
+
+
+def test_polygon_without_area(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("[[0.2, 0.2], [0.6, 0.2], [0.6, 0.8], [0.2, 0.8]]",
+                                            "[[0.1, 0.1], [0.5, 0.5], [0.9, 0.9]]"))
+    assert "cameras.0.zones.0.polygon:" in msg and "one line" in msg
+
+
+def test_polygon_outside_the_frame(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("[0.6, 0.8]", "[1.6, 0.8]"))
+    assert "cameras.0.zones.0.polygon.2.0:" in msg
+
+
+def test_bad_yaml(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("  - id: temp-1", "  - id: [temp-1"))
+    assert "not valid YAML" in msg and "line" in msg
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    assert "expected a mapping" in load_error(tmp_path, "- just\n- a list\n")
+    with pytest.raises(SiteFileError, match="nope.yaml: cannot read"):
+        load_site(tmp_path / "nope.yaml")
+
+
+def test_wrong_field_name_and_duplicate_ids(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("min_frames", "min_frame").replace("severity: high", "severty: high"))
+    assert "rules.0.zone_intrusion.severty:" in msg
+    dup = GOOD.replace("id: overheat", "id: intrusion")
+    assert "rules: duplicate rule id(s): intrusion" in load_error(tmp_path, dup)
+
+
+def test_several_problems_are_all_listed(tmp_path):
+    msg = load_error(tmp_path, GOOD.replace("fps: 5", "fps: 0").replace("above: 60", "above: sixty"))
+    assert "2 problem(s)" in msg and "cameras.0.fps:" in msg and "rules.1.sensor_threshold.above:" in msg
+
+
+def test_parse_site_names_its_source():
+    with pytest.raises(SiteFileError, match=r"^inline\.yaml: not valid YAML"):
+        parse_site("a: [", "inline.yaml")
