@@ -195,13 +195,19 @@ def rules_validate(file: Path = typer.Argument(..., help="the site YAML")) -> No
 @app.command("sql")
 def sql(query: str = typer.Argument(..., help="the SQL to run against AIMASS_CLICKHOUSE_URL")) -> None:
     """Run a query against the configured ClickHouse and print a table."""
-    from aimass.clickhouse.client import connect, query_rows
+    from clickhouse_driver.errors import NetworkError, ServerException
+    from aimass.clickhouse.client import connect, parse_url, query_rows
     settings = Settings()
+    where = repr(parse_url(settings.clickhouse_url))
     try:
         client = connect(settings.clickhouse_url)
         columns, rows = query_rows(client, query)
-    except Exception as exc:
-        _fail(f"{exc}\n(ClickHouse at {settings.clickhouse_url.split('@')[-1]}; is the stack up? `aimass stack status`)")
+    except ServerException as exc:
+        # The server's own stack trace helps nobody at a terminal.
+        _fail(f"ClickHouse refused the query (code {exc.code}): {exc.message.split('Stack trace:')[0].strip()}")
+    except (NetworkError, OSError, EOFError) as exc:
+        _fail(f"cannot reach ClickHouse at {where}: {exc}\nIs the stack up (`aimass stack status`) and "
+              "AIMASS_CLICKHOUSE_URL set (`eval \"$(aimass stack env)\"`)?")
     print_table(columns, rows)
 
 

@@ -101,3 +101,35 @@ def test_restarted_workers_resume_from_committed_offsets(ns, ns_ch, workers):
     assert _count(ns_ch, "SELECT count() FROM frames") == 20
     _, rows = query_rows(ns_ch, "SELECT min(seq), max(seq), uniqExact(seq) FROM frames FINAL")
     assert rows == [(0, 19, 20)]
+
+
+E2E_SITE = str(__import__("pathlib").Path(__file__).parents[1] / "e2e" / "site.yaml")
+
+
+@pytest.mark.worker_env(AIMASS_SITE_FILE=E2E_SITE)
+def test_rules_worker_turns_detections_into_one_incident(ns, ns_ch, workers):
+    """Detections sent straight to the topic (no detector): a person inside cam-in's zone for 10
+    frames, then absent for 6, is one incident with a start and an end; an unknown camera is a
+    dead letter."""
+    workers.start("rules", "sink")
+    t0 = contracts.now_ms()
+
+    def det(seq: int, inside: bool, camera: str = "cam-in") -> bytes:
+        objects = [contracts.DetectedObject("person", 0, 0.9, 0.7, 0.5, 0.8, 0.9)] if inside else []
+        return contracts.encode(contracts.Detections(
+            site_id="e2e-site", camera_id=camera, seq=seq, captured_ms=t0 + seq * 200, width=512, height=384,
+            model_name="m", model_version="1", objects=objects, stamps={"captured": t0 + seq * 200}))
+
+    raw = [(contracts.TOPIC_DETECTIONS, b"cam-in", det(s, s < 10)) for s in range(16)]
+    raw.append((contracts.TOPIC_DETECTIONS, b"cam-nowhere", det(0, True, "cam-nowhere")))
+    asyncio.run(_send_frames(ns, "cam-in", [], extra_raw=raw))
+
+    wait_until(lambda: _count(ns_ch, "SELECT count() FROM violations FINAL") >= 2, 60, "start and end events")
+    _, rows = query_rows(ns_ch, "SELECT event, rule_id, camera_id, zone_id, source_seq, uniqExact(violation_id) "
+                                "FROM violations FINAL GROUP BY event, rule_id, camera_id, zone_id, source_seq ORDER BY event")
+    assert [r[:4] for r in rows] == [("start", "intrusion-cam-in", "cam-in", "restricted"),
+                                     ("end", "intrusion-cam-in", "cam-in", "restricted")]
+    assert rows[0][4] == 2  # min_frames = 3: the third frame in the zone starts it
+    assert _count(ns_ch, "SELECT uniqExact(violation_id) FROM violations FINAL") == 1
+    wait_until(lambda: _count(ns_ch, "SELECT count() FROM deadletters WHERE reason = 'unknown_source'") == 1, 30,
+               "the unknown camera's dead letter")

@@ -8,12 +8,17 @@ inserts as columnar blocks, the fastest way into ClickHouse from Python.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from clickhouse_driver import Client
+
+# The driver logs a full traceback for every refused connection; callers here report the failure
+# themselves, once, with what to do.
+logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
 
 
 class ClickHouseURLError(ValueError):
