@@ -28,8 +28,8 @@ rules_app = typer.Typer(help="Site files: cameras, zones, sensors and rules.", n
 app.add_typer(stack_app, name="stack")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(rules_app, name="rules")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages hold commands and paths: never break them
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _logging(level: str = "info") -> None:

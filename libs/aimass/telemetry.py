@@ -43,6 +43,10 @@ def setup(service_name: str) -> None:
 
 
 def tracer(name: str) -> trace.Tracer:
+    """A tracer; installs the provider first if this process has not (without one, spans carry no
+    ids and no ``traceparent`` would travel)."""
+    if not _configured:
+        setup(os.environ.get("OTEL_SERVICE_NAME", name.replace(".", "-")))
     return trace.get_tracer(name)
 
 

@@ -36,9 +36,14 @@ def open_source(source: str, loop: bool = False) -> Iterator[np.ndarray]:
 
 
 def _folder(path: Path, loop: bool) -> Iterator[np.ndarray]:
+    # Checked here, not inside the generator, so a bad source fails when opened, not at the first read.
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SourceError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return _read_files(files, loop)
+
+
+def _read_files(files: list[Path], loop: bool) -> Iterator[np.ndarray]:
     while True:
         for f in files:
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
@@ -52,6 +57,10 @@ def _capture(target, label: str, loop: bool) -> Iterator[np.ndarray]:
     cap = cv2.VideoCapture(target)
     if not cap.isOpened():
         raise SourceError(f"OpenCV cannot open camera source {label!r}: check the path/URL, codec or device")
+    return _read_capture(cap, loop)
+
+
+def _read_capture(cap: cv2.VideoCapture, loop: bool) -> Iterator[np.ndarray]:
     try:
         while True:
             ok, img = cap.read()
