@@ -245,3 +245,14 @@ def test_ssd_decode_hand_built_outputs():
     assert [(o.label, o.class_id, round(o.score, 2)) for o in a] == [("person", 1, 0.9), ("person", 1, 0.7)]
     assert (a[0].x1, a[0].y1, a[0].x2, a[0].y2) == pytest.approx((0.2, 0.1, 0.6, 0.5))
     assert [(round(o.score, 2), o.x2) for o in b] == [(0.6, 1.0)]  # 1.2 clipped; 0.3 below threshold
+
+
+def test_classes_with_one_site_label_share_nms():
+    # car and truck both map to "vehicle": the same box scored as both is one vehicle, the better.
+    ad = NanoDetAdapter(_spec(classes=("person", "car", "truck"),
+                              class_map={"person": "person", "car": "vehicle", "truck": "vehicle"}))
+    out = _empty_outputs(1)
+    out["b16"][0, 5] = _sides([1], [0, 2], [2], [1, 2])
+    out["s16"][0, 5] = (0.0, 0.6, 0.8)
+    [objs] = ad.decode(out, [(640, 480)])
+    assert [(o.label, o.class_id, round(o.score, 3)) for o in objs] == [("vehicle", 2, 0.8)]

@@ -32,6 +32,9 @@ class Adapter(ABC):
         # array so decoders can discard the rest before any box maths.
         self.labels = np.array([spec.class_map.get(c, "") for c in spec.classes], dtype=object)
         self.kept_classes = np.flatnonzero(self.labels != "")
+        # NMS groups by site label, not model class: a car and a truck box on one vehicle are one
+        # "vehicle", not two.
+        self.label_group = np.unique(self.labels.astype(str), return_inverse=True)[1]
         if self.kept_classes.size == 0:
             raise ModelError(f"model folder {spec.folder}: class_map maps none of the model's classes, so "
                              "nothing would ever be detected. Add entries such as 'person: person'.")

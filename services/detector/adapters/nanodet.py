@@ -3,7 +3,7 @@ distributions [N, A, 4 * (reg_max + 1)] (logits over distance bins). No NMS insi
 
 Decode, for the whole batch at once: keep (image, cell, class) triples over the threshold for mapped
 classes only, take per side the expected distance Σ softmax(logits)·[0..reg_max]·stride around the
-cell centre, then per-class NMS within each frame. Input is a plain resize, so input-normalised
+cell centre, then NMS per site label within each frame. Input is a plain resize, so input-normalised
 boxes are frame-normalised boxes.
 """
 
@@ -109,7 +109,8 @@ class NanoDetAdapter(Adapter):
         for i in range(n):
             idx = np.flatnonzero(img == i)
             if idx.size:
-                kept.append(idx[batched_nms(boxes[idx], conf[idx], cls[idx], self.nms_iou, self.max_detections)])
+                kept.append(idx[batched_nms(boxes[idx], conf[idx], self.label_group[cls[idx]], self.nms_iou,
+                                             self.max_detections)])
         keep = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
         boxes = boxes[keep] / size
         return self.to_objects(n, img[keep], cls[keep], conf[keep].astype(np.float64), boxes)
