@@ -16,19 +16,19 @@ STAGES = [
 
 def latency_by_stage(where: str = "1") -> str:
     parts = [
-        f"SELECT '{name}' AS stage, count() AS frames, "
+        f"SELECT {i} AS step, '{name}' AS stage, count() AS frames, "
         f"round(quantile(0.5)({expr}), 1) AS p50_ms, round(quantile(0.95)({expr}), 1) AS p95_ms, "
         f"round(quantile(0.99)({expr}), 1) AS p99_ms FROM frames FINAL WHERE {where} AND sent_ms > 0"
-        for name, expr in STAGES
+        for i, (name, expr) in enumerate(STAGES, 1)
     ]
     parts.append(
-        "SELECT 'capture→violation (rules)' AS stage, count() AS frames, "
+        f"SELECT {len(STAGES) + 1} AS step, 'capture→violation (rules)' AS stage, count() AS frames, "
         "round(quantile(0.5)(rules_out_ms - captured_ms), 1) AS p50_ms, "
         "round(quantile(0.95)(rules_out_ms - captured_ms), 1) AS p95_ms, "
         "round(quantile(0.99)(rules_out_ms - captured_ms), 1) AS p99_ms "
         f"FROM violations FINAL WHERE {where.replace('captured_ms', 'at_ms')} AND rules_out_ms > 0"
     )
-    return " UNION ALL ".join(parts)
+    return f"SELECT stage, frames, p50_ms, p95_ms, p99_ms FROM ({' UNION ALL '.join(parts)}) ORDER BY step"
 
 
 VIOLATIONS_BY_RULE_AND_CAMERA = """

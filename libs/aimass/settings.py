@@ -79,7 +79,7 @@ class RulesSettings(Settings):
 
 class SinkSettings(Settings):
     batch_rows: int = Field(2000, ge=1, description="messages per ClickHouse insert batch, per topic")
-    batch_wait_s: float = Field(1.0, gt=0, description="longest a message waits before its batch is inserted")
+    batch_wait_s: float = Field(0.5, gt=0, description="longest a message waits before its batch is inserted")
     retry_max_s: float = Field(30.0, gt=0, description="longest back-off between insert retries (retries never give up)")
 
 
