@@ -53,6 +53,13 @@ class LiveStats:
         finally:
             client.disconnect()
 
+    def poll_once(self) -> None:
+        client = connect(self.url)
+        try:
+            self.snapshot = self.poll(client)
+        finally:
+            client.disconnect()
+
     def poll(self, client) -> dict:
         _, rows = query_rows(client, "SELECT count(), sum(objects), "
                                      "countIf(sink_in_ms > toFloat64(now()) * 1000 - 5000) FROM frames")
@@ -61,6 +68,9 @@ class LiveStats:
         _, lat = query_rows(client, reports.latency_by_stage("captured_ms > toFloat64(now()) * 1000 - 10000"))
         return {"frames": frames, "objects": objects or 0, "fps": recent / 5.0, "violations": vrows[0][0],
                 "latency": lat}
+
+    def __rich__(self) -> Group:
+        return self.render()
 
     def render(self) -> Group:
         s = self.snapshot
@@ -83,14 +93,16 @@ class LiveStats:
         return Group(*parts)
 
 
-def _wait_drained(url: str, sent: int, deadline_s: float) -> int:
+def _wait_drained(url: str, frames: int, readings: int, deadline_s: float) -> int:
+    """Wait until ClickHouse holds every frame and reading sent; returns the frames it holds."""
     client = connect(url)
     try:
         end = time.monotonic() + deadline_s
         n = 0
         while time.monotonic() < end:
-            n = query_rows(client, "SELECT count() FROM frames FINAL")[1][0][0]
-            if n >= sent:
+            n, r = query_rows(client, "SELECT (SELECT count() FROM frames FINAL), "
+                                      "(SELECT count() FROM sensor_readings FINAL)")[1][0]
+            if n >= frames and r >= readings:
                 break
             time.sleep(0.5)
         return n
@@ -138,28 +150,22 @@ def run_demo(duration: float, state_dir: Path, console: Console) -> int:
         gw = GatewayProducer(gw_settings, site.site.id)
         live = LiveStats(info.clickhouse_url, gw.counters)
         live.start()
-        with Live(live.render(), console=console, refresh_per_second=2, transient=False) as view:
-            async def main():
-                task = asyncio.create_task(simulate(site, gw_settings, duration, producer=gw))
-                while not task.done():
-                    view.update(live.render())
-                    await asyncio.sleep(0.5)
-                return task.result()
-            asyncio.run(main())
+        # Live re-renders ``live`` (its __rich__) twice a second from the latest snapshot.
+        with Live(live, console=console, refresh_per_second=2, transient=False):
+            asyncio.run(simulate(site, gw_settings, duration, producer=gw))
             console.print("simulation done; waiting for the pipeline to drain …")
-            n = _wait_drained(info.clickhouse_url, gw.counters.frames, 60.0)
-            time.sleep(1.2)  # one more poll, so the table shows the drained state
-            view.update(live.render())
-        live.stop()
+            n = _wait_drained(info.clickhouse_url, gw.counters.frames, gw.counters.readings, 60.0)
+            live.stop()
+            live.poll_once()  # so the last table shows the drained state
         console.print(f"{n} of {gw.counters.frames} frames sent are in ClickHouse; "
                       f"{gw.counters.readings} sensor readings sent")
-        # Violations and readings go through their own consumers; give them the same chance.
         print_report(info.clickhouse_url, console)
         console.print(
             "\nQuery further while a stack runs (`aimass stack up`, then `eval \"$(aimass stack env)\"`):\n"
             "  aimass sql \"SELECT camera_id, count() FROM detections FINAL WHERE label = 'person' GROUP BY camera_id\"\n"
             "  aimass sql \"SELECT * FROM violations FINAL ORDER BY at_ms DESC LIMIT 10\"\n"
-            "Tables: frames, detections, violations, sensor_readings, deadletters (see docs/).")
+            "Tables: frames, detections, violations, sensor_readings, deadletters; their columns are described "
+            "in libs/aimass/clickhouse/migrations/001_core.sql.")
         return 0 if n >= gw.counters.frames else 1
     finally:
         runner.stop(procs)

@@ -55,3 +55,18 @@ def test_newer_server_migration_waits_for_an_upgrade(chdb_exec, tmp_path):
                   "-- requires-server: 99.1\nCREATE TABLE IF NOT EXISTS {db}.y (a UInt8) ENGINE = MergeTree() ORDER BY a;")
     assert migrate(chdb_exec, "mig2", (26, 9), [m]) == []
     assert migrate(chdb_exec, "mig2", (99, 1), [m]) == [m]
+
+
+def test_report_queries_run_on_a_current_clickhouse(chdb_exec):
+    from aimass import reports
+    migrate(chdb_exec, "aimass", (26, 9))
+    chdb_exec("INSERT INTO aimass.frames (date, captured, captured_ms, camera_id, seq, sent_ms, detector_in_ms, "
+              "decoded_ms, inferred_ms, detector_out_ms, sink_in_ms) VALUES "
+              "('2026-11-22', 1795000000, 1000, 'c', 1, 1010, 1020, 1025, 1050, 1051, 1100)")
+    chdb_exec("USE aimass")  # the report SQL names tables without a database, as the sink's client does
+    stages = chdb_exec(reports.latency_by_stage())
+    assert [s[0] for s in stages][:2] == ["gateway→detector", "decode"]
+    assert stages[0][1:3] == (1, 10) and stages[5][2] == 100  # end to end: sink_in - captured
+    for sql in (reports.VIOLATIONS_BY_RULE_AND_CAMERA, reports.DETECTIONS_BY_CLASS, reports.FRAMES_BY_CAMERA,
+                reports.DEADLETTERS_BY_REASON):
+        chdb_exec(sql)  # raises on SQL this engine rejects
