@@ -132,6 +132,10 @@ def run_demo(duration: float, state_dir: Path, console: Console) -> int:
     console.print(f"[bold]AI Mass demo[/bold]: site {site.site.id}, {len(site.cameras)} cameras, "
                   f"{len(site.sensors)} sensors, {len(site.rules)} rules, {duration:.0f} s")
     console.print("starting the broker and ClickHouse …")
+    # Each demo starts empty: the broker keeps nothing across runs, so old ClickHouse rows would
+    # only mix two runs in the report. (A stack from `aimass stack up` keeps its data.)
+    stack.down(state_dir)
+    shutil.rmtree(state_dir / "clickhouse", ignore_errors=True)
     info = stack.up(state_dir)
     procs = []
     try:
