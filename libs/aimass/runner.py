@@ -28,10 +28,18 @@ def run_worker(name: str) -> None:
     """Run one worker in this process until SIGTERM/SIGINT."""
     import faust
 
+    from aimass.site import SiteFileError
+    from aimass_detector.model import ModelError
+
     module, settings_cls = WORKERS[name]
     settings = settings_cls()
     telemetry.setup(f"aimass-{name}")
-    app = importlib.import_module(module).build_app(settings)
+    try:
+        app = importlib.import_module(module).build_app(settings)
+    except (SiteFileError, ModelError) as exc:
+        # A bad site file or model folder is the operator's to fix: say so once, without a Faust crash log.
+        log.error("%s worker cannot start: %s", name, exc)
+        raise SystemExit(2) from None
     _announce_ready(app, name)
     app.finalize()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)

@@ -22,6 +22,7 @@ from aimass.contracts import ContractError, Detections, Frame
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import DetectorSettings
 from aimass_detector.engine import Detector
+from aimass_detector.model import load_spec
 from aimass_detector.preprocess import BadImage
 
 log = logging.getLogger("aimass.detector")
@@ -51,6 +52,8 @@ def _decode_all(det: Detector, frames: list[Frame]) -> tuple[list[np.ndarray | N
 
 
 def build_app(settings: DetectorSettings, detector: Detector | None = None) -> faust.App:
+    if detector is None:
+        load_spec(settings.model_dir)  # a bad model folder fails here, before the worker joins its group
     app = make_app(SERVICE, settings)
     frames_topic = raw_topic(app, settings, contracts.TOPIC_FRAMES)
     out_topic = raw_topic(app, settings, contracts.TOPIC_DETECTIONS)

@@ -25,3 +25,25 @@ def test_rules_validate_names_file_and_field(tmp_path):
 def test_stack_env_without_a_stack_says_what_to_do(tmp_path):
     r = runner.invoke(app, ["stack", "env", "--state-dir", str(tmp_path)])
     assert r.exit_code == 1 and "aimass stack up" in r.output
+
+
+def _run_worker(name: str, **env):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "aimass.cli", "run", name], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "AIMASS_KAFKA_BOOTSTRAP": "127.0.0.1:1", **env})
+
+
+def test_worker_with_a_bad_model_folder_stops_with_what_to_do(tmp_path):
+    r = _run_worker("detector", AIMASS_MODEL_DIR=str(tmp_path / "nowhere"))
+    assert r.returncode == 2
+    assert "nowhere" in r.stderr and "AIMASS_MODEL_DIR" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_worker_with_a_bad_site_file_stops_naming_the_field(tmp_path):
+    bad = tmp_path / "site.yaml"
+    bad.write_text(E2E_SITE.read_text().replace("type: sensor_threshold", "type: telepathy"))
+    r = _run_worker("rules", AIMASS_SITE_FILE=str(bad))
+    assert r.returncode == 2
+    assert str(bad) in r.stderr and "rules.2" in r.stderr and "Traceback" not in r.stderr
