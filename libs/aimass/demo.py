@@ -76,8 +76,8 @@ class LiveStats:
         s = self.snapshot
         sent = self.counters.frames
         head = Table(title="AI Mass demo — live", title_justify="left", header_style="bold")
-        for c in ("frames sent", "frames in ClickHouse", "frames/s (last 5 s)", "lag (frames)",
-                  "detections", "violations", "readings sent"):
+        # Short headers: the table must fit an 80-column terminal.
+        for c in ("frames sent", "stored", "fps (5 s)", "lag", "objects", "incidents", "readings"):
             head.add_column(c, justify="right")
         head.add_row(str(sent), str(s.get("frames", 0)), f"{s.get('fps', 0):.1f}",
                      str(max(0, sent - s.get("frames", 0))), str(s.get("objects", 0)), str(s.get("violations", 0)),

@@ -54,9 +54,27 @@ async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
         await admin.close()
 
 
+def _set_fetch_max_wait(ms: int) -> None:
+    """Faust creates its consumers with fetch_max_wait_ms=1500 and no setting for it. A broker that
+    answers a fetch only when that wait expires (tansu does; Kafka answers as soon as data arrives)
+    then adds up to 1.5 s to every hop, so the value is ours: set on each consumer before it starts."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = getattr(AIOKafkaConsumerThread, "_aimass_original_create", AIOKafkaConsumerThread._create_worker_consumer)
+
+    def create(self, transport):
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms  # read by AIOKafkaConsumer.start() when it builds its fetcher
+        return consumer
+
+    AIOKafkaConsumerThread._aimass_original_create = original
+    AIOKafkaConsumerThread._create_worker_consumer = create
+
+
 def make_app(service: str, settings: Settings, **extra) -> faust.App:
     """A Faust app for one service: its own consumer group, at-least-once, offsets from the start
     of a topic for a new group (so nothing produced before the first start is skipped)."""
+    _set_fetch_max_wait(settings.kafka_fetch_max_wait_ms)
     web = {"web_enabled": False} if not settings.worker_web_port else {"web_port": settings.worker_web_port}
     app = faust.App(
         f"{settings.topic_prefix}aimass-{service}",  # the consumer group

@@ -47,6 +47,8 @@ class Settings(_Base):
     kafka_session_timeout_s: float = Field(6.0, description="consumer group session timeout; JoinGroup waits half of it on tansu")
     kafka_heartbeat_s: float = Field(1.0, description="consumer heartbeat interval")
     kafka_commit_interval_s: float = Field(1.0, description="how often workers commit processed offsets")
+    kafka_fetch_max_wait_ms: int = Field(100, ge=1, description="longest a consumer's fetch waits for data; tansu answers only "
+                                         "when it expires, so it bounds the latency of every hop")
     kafka_max_request_bytes: int = Field(8 * 1024 * 1024, description="producer max request size (frames carry JPEGs)")
     partitions_frames: int = Field(4, ge=1, description="partitions of the frames topic (the detector scales to this many workers)")
     partitions_sensors: int = Field(2, ge=1)
