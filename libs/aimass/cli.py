@@ -42,6 +42,9 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def print_table(columns: list[str], rows: list[tuple], title: str | None = None) -> None:
+    if not rows:
+        console.print(f"[bold]{title}[/bold]: none" if title else "(no rows)")
+        return
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c)

@@ -34,7 +34,7 @@ def latency_by_stage(where: str = "1") -> str:
 VIOLATIONS_BY_RULE_AND_CAMERA = """
 SELECT rule_id, rule_type, if(camera_id != '', camera_id, sensor_id) AS source, severity,
        countIf(event = 'start') AS incidents, countIf(event = 'end') AS ended,
-       toDateTime(min(started_ms) / 1000) AS first_started
+       formatDateTime(toDateTime(min(started_ms) / 1000), '%H:%M:%S') AS first_utc
 FROM violations FINAL
 GROUP BY rule_id, rule_type, source, severity
 ORDER BY incidents DESC, rule_id
