@@ -101,3 +101,14 @@ def test_every_frame_has_stage_timestamps_in_order(scene_run):
                          "AND detector_out_ms <= sink_in_ms)), count() FROM frames FINAL")
     bad, total = rows[0]
     assert total > 0 and bad == 0
+
+
+def test_demo_report_queries_run_on_the_scene_data(scene_run):
+    from aimass import reports
+    ns, client, *_ = scene_run
+    stages = _rows(client, reports.latency_by_stage())
+    assert [s[0] for s in stages] == [name for name, _ in reports.STAGES] + ["capture→violation (rules)"]
+    assert all(s[1] > 0 for s in stages)
+    for sql in (reports.VIOLATIONS_BY_RULE_AND_CAMERA, reports.DETECTIONS_BY_CLASS, reports.FRAMES_BY_CAMERA):
+        assert _rows(client, sql), sql
+    assert _rows(client, reports.DEADLETTERS_BY_REASON) == []
