@@ -1,5 +1,5 @@
 """The detector worker: consumes ``frames``, batches them across cameras, runs the ONNX model,
-produces one ``detections`` message per frame.
+tracks objects per camera, produces one ``detections`` message per frame.
 
 Decode and inference run in one worker thread (ONNX Runtime and simplejpeg release the GIL), so the
 event loop keeps heartbeating while a batch runs. A batch's output messages are delivered before the
@@ -24,6 +24,7 @@ from aimass.settings import DetectorSettings
 from aimass_detector.engine import Detector
 from aimass_detector.model import load_spec
 from aimass_detector.preprocess import BadImage
+from aimass_detector.tracker import Trackers
 
 log = logging.getLogger("aimass.detector")
 SERVICE = "detector"
@@ -60,6 +61,7 @@ def build_app(settings: DetectorSettings, detector: Detector | None = None) -> f
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     counters = Counters()
+    trackers = Trackers()
     state: dict[str, Detector] = {}
     tracer = telemetry.tracer("aimass.detector")
 
@@ -129,7 +131,8 @@ def build_app(settings: DetectorSettings, detector: Detector | None = None) -> f
                                     error=ContractError("bad_jpeg", f"camera {frame.camera_id} seq {frame.seq}: {errors[i]}"),
                                     partition=m.partition, offset=m.offset)
                     continue
-                objects = results[i]
+                # Frames of one camera come from one partition, in order, so tracking here is sequential.
+                objects = trackers.update(frame.camera_id, results[i], frame.captured_ms, frame.seq)
                 counters.frames += 1
                 counters.objects += len(objects)
                 stamps = dict(frame.stamps)

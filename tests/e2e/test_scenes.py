@@ -112,3 +112,15 @@ def test_demo_report_queries_run_on_the_scene_data(scene_run):
     for sql in (reports.VIOLATIONS_BY_RULE_AND_CAMERA, reports.DETECTIONS_BY_CLASS, reports.FRAMES_BY_CAMERA):
         assert _rows(client, sql), sql
     assert _rows(client, reports.DEADLETTERS_BY_REASON) == []
+
+
+def test_a_walking_person_keeps_one_track_id(scene_run):
+    ns, client, *_ = scene_run
+    # cam-out's walker is seen in most frames: one dominant track id carries most of its detections.
+    rows = _rows(client, "SELECT track_id, count() AS n FROM detections FINAL WHERE camera_id = 'cam-out' "
+                         "AND label = 'person' GROUP BY track_id ORDER BY n DESC")
+    total = sum(n for _, n in rows)
+    assert rows[0][0] > 0 and rows[0][1] >= 0.8 * total, rows
+    # ...and the intrusion names the track that caused it.
+    [(track,)] = _rows(client, "SELECT track_id FROM violations FINAL WHERE rule_id = 'intrusion-cam-in' AND event = 'start'")
+    assert track > 0
