@@ -67,6 +67,22 @@ class Scene(_Model):
     actors: list[Actor] = []
 
 
+class Line(_Model):
+    """A tripwire. Walking from its first point to its second as drawn on the image, side A is on the
+    left and side B on the right (for a line drawn left to right, A is above it and B below)."""
+
+    id: IdStr
+    name: str = ""
+    points: tuple[Point, Point]
+
+    @field_validator("points")
+    @classmethod
+    def _distinct(cls, v):
+        if v[0] == v[1]:
+            raise ValueError("a line needs two different points")
+        return v
+
+
 class Camera(_Model):
     id: IdStr
     name: str = ""
@@ -74,10 +90,14 @@ class Camera(_Model):
     height: int = Field(default=480, ge=32, le=4096)
     fps: float = Field(default=5.0, gt=0, le=60)
     zones: list[Zone] = []
+    lines: list[Line] = []
     scene: Scene | None = None  # used only by `aimass gateway simulate`
 
     def zone(self, zone_id: str) -> Zone | None:
         return next((z for z in self.zones if z.id == zone_id), None)
+
+    def line(self, line_id: str) -> Line | None:
+        return next((ln for ln in self.lines if ln.id == line_id), None)
 
 
 class SensorStep(_Model):
@@ -122,6 +142,42 @@ class ZoneIntrusionRule(_Rule):
     clear_frames: int = Field(default=5, ge=1, description="consecutive frames without presence that end it")
 
 
+class _ObjectFilter(_Model):
+    camera: IdStr
+    classes: list[str] = Field(default=["person"], min_length=1)
+    min_score: float = Field(default=0.4, ge=0, le=1)
+
+
+class LineCrossingRule(_Rule, _ObjectFilter):
+    """A tracked object's bottom centre crosses the line (an instantaneous event: a start only)."""
+
+    type: Literal["line_crossing"]
+    line: IdStr
+    direction: Literal["a_to_b", "b_to_a", "either"] = "either"
+    margin: float = Field(default=0.01, ge=0, le=0.2,
+                          description="distance from the line (normalised) an object must reach on each side, "
+                                      "so jitter on the line is not a crossing")
+
+
+class DwellRule(_Rule, _ObjectFilter):
+    """Loitering: one tracked object stays in the zone longer than ``seconds``."""
+
+    type: Literal["dwell"]
+    zone: IdStr
+    seconds: float = Field(gt=0)
+    clear_s: float = Field(default=1.5, gt=0, description="the object counts as gone after this long unseen in the zone")
+
+
+class OccupancyRule(_Rule, _ObjectFilter):
+    """Crowding: more than ``max_objects`` objects in the zone, held for ``hold_s``."""
+
+    type: Literal["occupancy"]
+    zone: IdStr
+    max_objects: int = Field(ge=0)
+    hold_s: float = Field(default=3.0, ge=0)
+    clear_frames: int = Field(default=5, ge=1, description="consecutive frames at or under the limit that end it")
+
+
 class SensorThresholdRule(_Rule):
     type: Literal["sensor_threshold"]
     sensor: IdStr
@@ -148,7 +204,8 @@ class SensorThresholdRule(_Rule):
         return self
 
 
-Rule = Annotated[Union[ZoneIntrusionRule, SensorThresholdRule], Field(discriminator="type")]
+Rule = Annotated[Union[ZoneIntrusionRule, LineCrossingRule, DwellRule, OccupancyRule, SensorThresholdRule],
+                 Field(discriminator="type")]
 
 
 class SiteInfo(_Model):
@@ -173,15 +230,20 @@ class Site(_Model):
             if dup:
                 raise ValueError(f"{kind}s: duplicate {kind} id(s): {', '.join(sorted(dup))}")
         for i, r in enumerate(self.rules):
-            if isinstance(r, ZoneIntrusionRule):
+            if hasattr(r, "camera"):
                 cam = cams.get(r.camera)
                 if cam is None:
                     raise ValueError(f"rules.{i}.camera: rule {r.id!r}: camera {r.camera!r} is not defined; "
                                      f"cameras: {sorted(cams)}")
-                if cam.zone(r.zone) is None:
+                if hasattr(r, "zone") and cam.zone(r.zone) is None:
                     raise ValueError(
                         f"rules.{i}.zone: rule {r.id!r}: zone {r.zone!r} is not defined on camera {r.camera!r}; "
                         f"zones: {[z.id for z in cam.zones]}"
+                    )
+                if hasattr(r, "line") and cam.line(r.line) is None:
+                    raise ValueError(
+                        f"rules.{i}.line: rule {r.id!r}: line {r.line!r} is not defined on camera {r.camera!r}; "
+                        f"lines: {[ln.id for ln in cam.lines]}"
                     )
             elif isinstance(r, SensorThresholdRule) and r.sensor not in sensors:
                 raise ValueError(f"rules.{i}.sensor: rule {r.id!r}: sensor {r.sensor!r} is not defined; "

@@ -22,10 +22,14 @@ from typing import Any, Callable
 from aimass.contracts import Detections, SensorReading, Violation, now_ms
 from aimass.site import Site
 from aimass_rules.evaluator import RuleEvaluator, Source
+from aimass_rules.dwell import Dwell
+from aimass_rules.line_crossing import LineCrossing
+from aimass_rules.occupancy import Occupancy
 from aimass_rules.sensor_threshold import SensorThreshold
 from aimass_rules.zone_intrusion import ZoneIntrusion
 
-EVALUATORS: dict[str, type[RuleEvaluator]] = {cls.rule_type: cls for cls in (ZoneIntrusion, SensorThreshold)}
+EVALUATORS: dict[str, type[RuleEvaluator]] = {
+    cls.rule_type: cls for cls in (ZoneIntrusion, LineCrossing, Dwell, Occupancy, SensorThreshold)}
 
 STALE_MS = 60_000.0
 

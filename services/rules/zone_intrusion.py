@@ -9,13 +9,12 @@ frame the pipeline dropped (a gap in seq) neither breaks nor extends a streak.
 
 from __future__ import annotations
 
-import numpy as np
-
 from aimass.contracts import DetectedObject, Detections, Violation
 from aimass.site import Site, ZoneIntrusionRule
 from aimass_rules.evaluator import (Incident, RuleEvaluator, Source, TriggerState, advance, close_incident,
                                     open_incident, violation_id)
-from aimass_rules.geometry import as_polygon, bottom_centres, points_in_polygon
+from aimass_rules.geometry import as_polygon
+from aimass_rules.objects import in_zone, watched, zone_of
 
 
 class ZoneIntrusion(RuleEvaluator):
@@ -25,12 +24,8 @@ class ZoneIntrusion(RuleEvaluator):
 
     def __init__(self, rule: ZoneIntrusionRule, site: Site):
         super().__init__(rule, site)
-        camera = site.camera(rule.camera)
-        zone = camera.zone(rule.zone) if camera else None
-        if zone is None:  # Site validation already refuses this; guard against hand-built Sites
-            raise ValueError(f"rule {rule.id!r}: zone {rule.zone!r} is not defined on camera {rule.camera!r}")
-        self.zone = zone
-        self.polygon = as_polygon(zone.polygon)
+        self.zone = zone_of(rule, site)
+        self.polygon = as_polygon(self.zone.polygon)
         self.classes = frozenset(rule.classes)
 
     @property
@@ -42,12 +37,7 @@ class ZoneIntrusion(RuleEvaluator):
 
     def present(self, objects: list[DetectedObject]) -> list[DetectedObject]:
         """The objects that count as present in the zone."""
-        cands = [o for o in objects if o.label in self.classes and o.score >= self.rule.min_score]
-        if not cands:
-            return []
-        pts = bottom_centres(np.array([(o.x1, o.y1, o.x2, o.y2) for o in cands]))
-        inside = points_in_polygon(pts, self.polygon)
-        return [o for o, ok in zip(cands, inside) if ok]
+        return in_zone(watched(objects, self.classes, self.rule.min_score), self.polygon)
 
     def on_detections(self, d: Detections, st: TriggerState) -> list[Violation]:
         inside = self.present(d.objects)

@@ -66,7 +66,14 @@ def events(out):
 
 
 def test_registry_covers_every_rule_type():
-    assert set(EVALUATORS) == {"zone_intrusion", "sensor_threshold"}
+    # Every rule type the site schema accepts has an evaluator, and no evaluator lacks a schema.
+    import typing
+
+    from aimass.site import Rule
+    schema_types = {typing.get_args(cls.model_fields["type"].annotation)[0]
+                    for cls in typing.get_args(typing.get_args(Rule)[0])}
+    assert set(EVALUATORS) == schema_types == {"zone_intrusion", "line_crossing", "dwell", "occupancy",
+                                               "sensor_threshold"}
 
 
 def test_routing_by_source():

@@ -1,0 +1,68 @@
+"""occupancy (crowding): more than ``max_objects`` watched objects in a zone, held for ``hold_s``.
+
+A frame over the limit is a hit; the incident starts once the hits have lasted ``hold_s`` (event
+time) and ends after ``clear_frames`` consecutive frames at or under the limit. Needs no tracking.
+"""
+
+from __future__ import annotations
+
+from aimass.contracts import Detections, Violation
+from aimass.site import OccupancyRule, Site
+from aimass_rules.evaluator import (Incident, RuleEvaluator, Source, TriggerState, advance, close_incident,
+                                    open_incident, violation_id)
+from aimass_rules.geometry import as_polygon
+from aimass_rules.objects import in_zone, watched, zone_of
+
+
+class Occupancy(RuleEvaluator):
+    rule_type = "occupancy"
+    state_type = TriggerState
+    rule: OccupancyRule
+
+    def __init__(self, rule: OccupancyRule, site: Site):
+        super().__init__(rule, site)
+        self.zone = zone_of(rule, site)
+        self.polygon = as_polygon(self.zone.polygon)
+        self.classes = frozenset(rule.classes)
+
+    @property
+    def config(self):
+        return (self.site_id, self.rule, self.zone)
+
+    def sources(self) -> tuple[Source, ...]:
+        return (("camera", self.rule.camera),)
+
+    def on_detections(self, d: Detections, st: TriggerState) -> list[Violation]:
+        r = self.rule
+        count = len(in_zone(watched(d.objects, self.classes, r.min_score), self.polygon))
+        over = count > r.max_objects
+        edge = advance(st, hit=over, clear=not over, at_ms=d.captured_ms, seq=d.seq, min_hits=1,
+                       clear_after=r.clear_frames)
+        name = self.zone.name or self.zone.id
+        if edge == "start" and d.captured_ms - st.streak_start_ms >= r.hold_s * 1000:
+            inc = Incident(violation_id=violation_id(self.site_id, r.id, r.camera, r.zone, st.streak_start_ms,
+                                                     st.streak_start_seq),
+                           started_ms=st.streak_start_ms, first_seq=st.streak_start_seq,
+                           label="+".join(sorted(self.classes)), peak=count)
+            open_incident(st, inc)
+            return [self._violation("start", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps,
+                                    camera_id=r.camera, zone_id=r.zone, value=count,
+                                    message=f"{count} objects in zone '{name}' (limit {r.max_objects}) "
+                                            f"for {(d.captured_ms - st.streak_start_ms) / 1000:.1f} s")]
+        if edge == "end":
+            inc = close_incident(st, d.captured_ms, r.cooldown_s)
+            return [self._violation("end", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps,
+                                    camera_id=r.camera, zone_id=r.zone, value=inc.peak,
+                                    message=f"zone '{name}' back to {count} objects (peak {inc.peak:g})")]
+        if over and st.incident is not None:
+            st.incident.peak = max(st.incident.peak, count)
+        return []
+
+    def close(self, st: TriggerState, at_ms: float, reason: str) -> list[Violation]:
+        if st.incident is None:
+            return []
+        r = self.rule
+        inc = close_incident(st, max(at_ms, st.incident.started_ms), r.cooldown_s)
+        return [self._violation("end", inc, at_ms=max(at_ms, inc.started_ms), source_seq=-1, stamps={},
+                                camera_id=r.camera, zone_id=r.zone, value=inc.peak,
+                                message=f"incident in zone '{self.zone.name or self.zone.id}' closed: {reason}")]
