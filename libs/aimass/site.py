@@ -123,6 +123,19 @@ class Sensor(_Model):
 
 
 Severity = Literal["low", "medium", "high", "critical"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
+
+
+class Window(_Model):
+    """A weekly time window in the site's time zone. ``from`` later than ``to`` runs past midnight
+    (``from: "18:00", to: "07:00"`` is after hours); the days are the days the window starts on."""
+
+    days: list[Day] = Field(default=["mon", "tue", "wed", "thu", "fri", "sat", "sun"], min_length=1)
+    from_: HHMM = Field(alias="from")
+    to: HHMM
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class _Rule(_Model):
@@ -130,6 +143,7 @@ class _Rule(_Model):
     severity: Severity = "medium"
     cooldown_s: float = Field(default=30.0, ge=0, description="after an incident ends, ignore re-triggers for this long")
     enabled: bool = True
+    schedule: list[Window] = Field(default=[], description="when the rule is armed; empty = always")
 
 
 class ZoneIntrusionRule(_Rule):
@@ -212,6 +226,16 @@ class SiteInfo(_Model):
     id: IdStr
     name: str = ""
     timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Europe/Berlin or UTC") from None
+        return v
 
 
 class Site(_Model):

@@ -25,6 +25,7 @@ from aimass_rules.evaluator import RuleEvaluator, Source
 from aimass_rules.dwell import Dwell
 from aimass_rules.line_crossing import LineCrossing
 from aimass_rules.occupancy import Occupancy
+from aimass_rules.schedule import armed
 from aimass_rules.sensor_threshold import SensorThreshold
 from aimass_rules.zone_intrusion import ZoneIntrusion
 
@@ -136,6 +137,10 @@ class RuleEngine:
         out: list[Violation] = []
         for ev in self._routes.get(source, ()):
             state = self.states[ev.rule.id]
+            if not armed(ev.rule.schedule, self.site.site.timezone, msg.captured_ms):
+                # Outside its schedule a rule sees nothing; an incident still open is ended.
+                out += ev.close(state, msg.captured_ms, "outside the rule's schedule")
+                continue
             out += ev.on_detections(msg, state) if source[0] == "camera" else ev.on_reading(msg, state)
         return self._stamp(out)
 
