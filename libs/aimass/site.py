@@ -285,14 +285,36 @@ class SiteFileError(ValueError):
     """A site file that cannot be used; the message names the file and each bad field."""
 
 
-def _format(path: str, exc: ValidationError) -> str:
+def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
+    """1-based line of the deepest YAML node that ``loc`` (a pydantic error path) reaches. Path parts
+    that are not in the document (a union's tag name, say) are skipped."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        else:
+            nxt = None
+        if nxt is not None:
+            node = nxt
+            line = node.start_mark.line + 1
+    return line
+
+
+def _format(path: str, exc: ValidationError, root: yaml.Node | None) -> str:
     lines = [f"{path}: the site file is not valid ({exc.error_count()} problem(s)):"]
     for err in exc.errors():
         msg = err["msg"].removeprefix("Value error, ")
-        if err["loc"]:
-            lines.append(f"  - {'.'.join(str(p) for p in err['loc'])}: {msg}")
-        else:  # a cross-field check: its message starts with the field path itself
-            lines.append(f"  - {msg}")
+        loc = err["loc"]
+        if not loc:  # a cross-field check: its message starts with the field path itself
+            head = msg.split(":", 1)[0]
+            loc = tuple(int(p) if p.isdigit() else p for p in head.split(".")) if "." in head else ()
+            where = ""
+        else:
+            where = ".".join(str(p) for p in loc) + ": "
+        line = _line_of(root, loc)
+        lines.append(f"  - {path}:{line}: {where}{msg}" if line else f"  - {where}{msg}")
     lines.append("  Fix the fields above and run `aimass rules validate FILE` to check again.")
     return "\n".join(lines)
 
@@ -307,7 +329,7 @@ def parse_site(text: str, source: str = "<site>") -> Site:
     try:
         return Site.model_validate(data)
     except ValidationError as exc:
-        raise SiteFileError(_format(source, exc)) from None
+        raise SiteFileError(_format(source, exc, yaml.compose(text))) from None
 
 
 def load_site(path: str | Path) -> Site:

@@ -127,3 +127,23 @@ def test_several_problems_are_all_listed(tmp_path):
 def test_parse_site_names_its_source():
     with pytest.raises(SiteFileError, match=r"^inline\.yaml: not valid YAML"):
         parse_site("a: [", "inline.yaml")
+
+
+def test_errors_name_the_line_of_the_bad_field():
+    text = """site: {id: s}
+cameras:
+  - id: c
+    zones:
+      - {id: z, polygon: [[0, 0], [1, 0], [1, 1]]}
+rules:
+  - id: r1
+    type: zone_intrusion
+    camera: c
+    zone: nope
+"""
+    with pytest.raises(SiteFileError) as e:
+        parse_site(text, "site.yaml")
+    assert "site.yaml:10: rules.0.zone:" in str(e.value)
+    with pytest.raises(SiteFileError) as e:
+        parse_site(text.replace("zone: nope", "zone: z\n    min_score: 7"), "site.yaml")
+    assert "site.yaml:11: rules.0.zone_intrusion.min_score:" in str(e.value)
