@@ -194,6 +194,20 @@ def rules_validate(file: Path = typer.Argument(..., help="the site YAML")) -> No
     console.print(f"{file}: valid — site {s.site.id}, {len(s.cameras)} cameras, {len(s.sensors)} sensors, {len(s.rules)} rules")
 
 
+@rules_app.command("apply")
+def rules_apply(file: Path = typer.Argument(..., help="the site YAML")) -> None:
+    """Validate a site file and publish it: running rules workers switch to it without a restart,
+    keeping the state of unchanged rules. A bad file is refused and nothing changes."""
+    from aimass.site import SiteFileError
+    from aimass_rules.control import publish
+    try:
+        msg = asyncio.run(publish(Settings(), file))
+    except SiteFileError as exc:
+        _fail(f"{exc}\nNothing was published; the running rules are unchanged.")
+    console.print(f"published {file} for site {msg.site_id} (sha256 {msg.sha256[:12]}); running rules workers "
+                  "switch to it as they read the control topic")
+
+
 # ---------------------------------------------------------------- sql, demo
 @app.command("sql")
 def sql(query: str = typer.Argument(..., help="the SQL to run against AIMASS_CLICKHOUSE_URL")) -> None:

@@ -26,7 +26,8 @@ TOPIC_SENSORS = "aimass.sensors"  # key: sensor_id
 TOPIC_DETECTIONS = "aimass.detections"  # key: camera_id
 TOPIC_VIOLATIONS = "aimass.violations"  # key: rule_id
 TOPIC_DEADLETTER = "aimass.deadletter"  # key: original key
-TOPICS = (TOPIC_FRAMES, TOPIC_SENSORS, TOPIC_DETECTIONS, TOPIC_VIOLATIONS, TOPIC_DEADLETTER)
+TOPIC_CONTROL_RULES = "aimass.control.rules"  # key: site_id; compacted: the latest site file per site
+TOPICS = (TOPIC_FRAMES, TOPIC_SENSORS, TOPIC_DETECTIONS, TOPIC_VIOLATIONS, TOPIC_DEADLETTER, TOPIC_CONTROL_RULES)
 
 # Size limits (bytes). A frame's JPEG is the only large field.
 MAX_JPEG_BYTES = 2 * 1024 * 1024
@@ -150,12 +151,23 @@ class DeadLetter(msgspec.Struct, kw_only=True, tag="deadletter", tag_field="kind
     original: bytes
 
 
-Message = Frame | SensorReading | Detections | Violation | DeadLetter
+class SiteConfig(msgspec.Struct, kw_only=True, tag="site_config", tag_field="kind"):
+    """A site file published by `aimass rules apply`; rules workers switch to it while running."""
+
+    v: int = SCHEMA_VERSION
+    site_id: str
+    sha256: str  # of ``yaml``
+    yaml: str
+    source: str = ""  # where it came from (file path), for the logs
+    applied_ms: float
+
+
+Message = Frame | SensorReading | Detections | Violation | DeadLetter | SiteConfig
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders = {
     cls: msgspec.msgpack.Decoder(cls)
-    for cls in (Frame, SensorReading, Detections, Violation, DeadLetter)
+    for cls in (Frame, SensorReading, Detections, Violation, DeadLetter, SiteConfig)
 }
 
 

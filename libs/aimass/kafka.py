@@ -31,7 +31,13 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         contracts.TOPIC_DETECTIONS: settings.partitions_detections,
         contracts.TOPIC_VIOLATIONS: settings.partitions_violations,
         contracts.TOPIC_DEADLETTER: settings.partitions_deadletter,
+        contracts.TOPIC_CONTROL_RULES: 1,  # one ordered history of site files
     }
+
+
+# Topics that keep only the latest value per key (brokers without compaction keep all; readers
+# take the last per key either way).
+COMPACTED = {contracts.TOPIC_CONTROL_RULES}
 
 
 async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
@@ -42,7 +48,8 @@ async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         existing = set(await admin.list_topics())
-        wanted = [NewTopic(settings.topic(name), n, settings.replication_factor)
+        wanted = [NewTopic(settings.topic(name), n, settings.replication_factor,
+                           topic_configs={"cleanup.policy": "compact"} if name in COMPACTED else {})
                   for name, n in topic_partitions(settings).items() if settings.topic(name) not in existing]
         if wanted:
             try:

@@ -7,6 +7,7 @@ camera's frames reach one worker in order. Violations are delivered before the i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ from aimass import contracts, telemetry
 from aimass.contracts import ContractError, Detections, SensorReading, Violation
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import RulesSettings
-from aimass.site import Site, load_site
+from aimass.site import Site, SiteFileError, load_site, parse_site
+from aimass_rules import control
 from aimass_rules.engine import RuleEngine
 
 log = logging.getLogger("aimass.rules")
@@ -40,6 +42,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     sensor_topic = raw_topic(app, settings, contracts.TOPIC_SENSORS)
     out_topic = raw_topic(app, settings, contracts.TOPIC_VIOLATIONS)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
+    control_topic = settings.topic(contracts.TOPIC_CONTROL_RULES)
     counters = Counters()
     tracer = telemetry.tracer("aimass.rules")
     log.info("rules: site %s with %d cameras, %d sensors, %d rules from %s", site.site.id,
@@ -57,6 +60,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         counters.violations += len(violations)
 
     async def process(stream, cls, known, handle):
+        await caught_up.wait()  # evaluate with the latest applied site file, not the one on disk
         async for event in stream.events():
             m = event.message
             try:
@@ -77,6 +81,32 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             with tracer.start_as_current_span("rules", context=ctx):
                 violations = handle(msg)
             await emit(violations, ctx)
+
+    caught_up = asyncio.Event()
+
+    async def on_control(value: bytes, offset: int) -> None:
+        try:
+            cfg = control.decode(value)
+            if cfg.site_id != engine.site.site.id:
+                return  # another site's file on a shared cluster
+            new_site = parse_site(cfg.yaml, f"site file {cfg.source or '?'} (sha256 {cfg.sha256[:12]})")
+            if new_site.site.id != engine.site.site.id:
+                raise SiteFileError(f"published as site {cfg.site_id!r} but the file says {new_site.site.id!r}")
+        except (ContractError, SiteFileError) as exc:
+            counters.dead += 1
+            log.error("refused a site file from the control topic (offset %d); the current rules keep running: %s",
+                      offset, exc)
+            await dead.send(source_topic=control_topic, original=value, key=None,
+                            error=ContractError("bad_site", str(exc)), partition=0, offset=offset)
+            return
+        ended = engine.replace_site(new_site)  # unchanged rules keep their state
+        log.info("rules switched to %s (sha256 %s): %d rules; %d incidents of changed rules ended",
+                 cfg.source, cfg.sha256[:12], len(new_site.rules), len(ended))
+        await emit(ended, None)
+
+    @app.task
+    async def follow_control() -> None:
+        await control.follow(settings, on_control, caught_up)
 
     @app.agent(det_topic)
     async def on_detections(stream):
@@ -101,4 +131,5 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                  st.stale, st.restarts, st.foreign)
 
     app.aimass_counters = counters
+    app.aimass_ready = caught_up.is_set
     return app

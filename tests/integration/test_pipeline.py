@@ -133,3 +133,42 @@ def test_rules_worker_turns_detections_into_one_incident(ns, ns_ch, workers):
     assert _count(ns_ch, "SELECT uniqExact(violation_id) FROM violations FINAL") == 1
     wait_until(lambda: _count(ns_ch, "SELECT count() FROM deadletters WHERE reason = 'unknown_source'") == 1, 30,
                "the unknown camera's dead letter")
+
+
+@pytest.mark.worker_env(AIMASS_SITE_FILE=E2E_SITE)
+def test_rules_apply_switches_running_workers_and_bad_files_are_refused(ns, ns_ch, workers, tmp_path):
+    """A running rules worker switches to an applied site file (here: cam-in's rule needs 12 frames,
+    not 3); a bad file published behind the CLI's back is dead-lettered and changes nothing."""
+    from aimass.site import SiteFileError
+    from aimass_rules import control
+    workers.start("rules", "sink")
+    settings = ns.settings()
+    changed = tmp_path / "site.yaml"
+    changed.write_text(__import__("pathlib").Path(E2E_SITE).read_text().replace(
+        "min_score: 0.4, min_frames: 3, clear_frames: 5, cooldown_s: 60, severity: high}",
+        "min_score: 0.4, min_frames: 12, clear_frames: 5, cooldown_s: 60, severity: high}", 1))
+    asyncio.run(control.publish(settings, changed))
+    bad = contracts.encode(control.site_config(__import__("aimass.site").site.load_site(E2E_SITE),
+                                               "site: {id: e2e-site}\nrules: [{id: x, type: nope}]", "bad.yaml"))
+    asyncio.run(_send_frames(ns, "cam-in", [], extra_raw=[(contracts.TOPIC_CONTROL_RULES, b"e2e-site", bad)]))
+    with pytest.raises(SiteFileError):  # the CLI path validates before publishing
+        asyncio.run(control.publish(settings, tmp_path / "missing.yaml"))
+    wait_until(lambda: "rules switched" in workers.logs("rules") and "refused a site file" in workers.logs("rules"),
+               30, "the rules worker to take the change and refuse the bad file")
+
+    t0 = contracts.now_ms()
+
+    def det(seq: int, inside: bool) -> bytes:
+        objects = [contracts.DetectedObject("person", 0, 0.9, 0.7, 0.5, 0.8, 0.9)] if inside else []
+        return contracts.encode(contracts.Detections(
+            site_id="e2e-site", camera_id="cam-in", seq=seq, captured_ms=t0 + seq * 200, width=512, height=384,
+            model_name="m", model_version="1", objects=objects))
+
+    # 8 frames inside: enough under the old rule (3), not under the applied one (12); then 14 more.
+    asyncio.run(_send_frames(ns, "cam-in", [], extra_raw=[(contracts.TOPIC_DETECTIONS, b"cam-in", det(s, True))
+                                                          for s in range(22)]))
+    wait_until(lambda: _count(ns_ch, "SELECT count() FROM violations FINAL") >= 1, 60, "the intrusion")
+    _, rows = query_rows(ns_ch, "SELECT event, source_seq FROM violations FINAL WHERE rule_id = 'intrusion-cam-in'")
+    assert rows == [("start", 11)]  # the 12th frame in the zone, as the applied file says
+    wait_until(lambda: _count(ns_ch, "SELECT count() FROM deadletters WHERE reason = 'bad_site'") == 1, 30,
+               "the refused site file's dead letter")
