@@ -218,7 +218,36 @@ class SensorThresholdRule(_Rule):
         return self
 
 
-Rule = Annotated[Union[ZoneIntrusionRule, LineCrossingRule, DwellRule, OccupancyRule, SensorThresholdRule],
+class SensorRateRule(_Rule):
+    """The value changes faster than ``max_per_s`` (units per second), measured over ``window_s``."""
+
+    type: Literal["sensor_rate"]
+    sensor: IdStr
+    max_per_s: float = Field(gt=0)
+    window_s: float = Field(default=10.0, gt=0)
+    min_readings: int = Field(default=1, ge=1)
+    clear_readings: int = Field(default=3, ge=1)
+
+
+class SensorStaleRule(_Rule):
+    """No reading from the sensor for ``after_s`` seconds (judged on the rules worker's clock)."""
+
+    type: Literal["sensor_stale"]
+    sensor: IdStr
+    after_s: float = Field(gt=0)
+
+
+class CorrelationRule(_Rule):
+    """Two other rules start incidents within ``within_s`` of each other (in either order), e.g. a
+    smoke sensor and a person seen in the server room."""
+
+    type: Literal["correlation"]
+    rules: tuple[IdStr, IdStr]
+    within_s: float = Field(gt=0)
+
+
+Rule = Annotated[Union[ZoneIntrusionRule, LineCrossingRule, DwellRule, OccupancyRule, SensorThresholdRule,
+                       SensorRateRule, SensorStaleRule, CorrelationRule],
                  Field(discriminator="type")]
 
 
@@ -269,7 +298,13 @@ class Site(_Model):
                         f"rules.{i}.line: rule {r.id!r}: line {r.line!r} is not defined on camera {r.camera!r}; "
                         f"lines: {[ln.id for ln in cam.lines]}"
                     )
-            elif isinstance(r, SensorThresholdRule) and r.sensor not in sensors:
+            elif isinstance(r, CorrelationRule):
+                ids = {x.id for x in self.rules}
+                missing = [x for x in r.rules if x not in ids or x == r.id]
+                if missing:
+                    raise ValueError(f"rules.{i}.rules: rule {r.id!r} correlates {missing}, which are not other "
+                                     f"rules of this site; rules: {sorted(ids - {r.id})}")
+            elif hasattr(r, "sensor") and r.sensor not in sensors:
                 raise ValueError(f"rules.{i}.sensor: rule {r.id!r}: sensor {r.sensor!r} is not defined; "
                                  f"sensors: {sorted(sensors)}")
         return self

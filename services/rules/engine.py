@@ -22,15 +22,19 @@ from typing import Any, Callable
 from aimass.contracts import Detections, SensorReading, Violation, now_ms
 from aimass.site import Site
 from aimass_rules.evaluator import RuleEvaluator, Source
+from aimass_rules.correlation import Correlation
 from aimass_rules.dwell import Dwell
 from aimass_rules.line_crossing import LineCrossing
 from aimass_rules.occupancy import Occupancy
 from aimass_rules.schedule import armed
+from aimass_rules.sensor_rate import SensorRate
+from aimass_rules.sensor_stale import SensorStale
 from aimass_rules.sensor_threshold import SensorThreshold
 from aimass_rules.zone_intrusion import ZoneIntrusion
 
 EVALUATORS: dict[str, type[RuleEvaluator]] = {
-    cls.rule_type: cls for cls in (ZoneIntrusion, LineCrossing, Dwell, Occupancy, SensorThreshold)}
+    cls.rule_type: cls for cls in (ZoneIntrusion, LineCrossing, Dwell, Occupancy, SensorThreshold, SensorRate,
+                                   SensorStale, Correlation)}
 
 STALE_MS = 60_000.0
 
@@ -81,6 +85,14 @@ class RuleEngine:
     def on_reading(self, r: SensorReading) -> list[Violation]:
         return self._dispatch(("sensor", r.sensor_id), r)
 
+    def on_tick(self, now_ms: float) -> list[Violation]:
+        """The worker's clock (rules that judge silence, e.g. a stale sensor)."""
+        out: list[Violation] = []
+        for ev in self._evaluators.values():
+            if armed(ev.rule.schedule, self.site.site.timezone, now_ms):
+                out += ev.on_tick(now_ms, self.states[ev.rule.id])
+        return self._stamp(self._correlate(out))
+
     def replace_site(self, site: Site) -> list[Violation]:
         """Switch to ``site``. A rule whose evaluator config (the rule and what it references, e.g. its
         zone's polygon) is unchanged keeps its state; a changed, disabled or removed rule loses it, and an
@@ -116,9 +128,12 @@ class RuleEngine:
         self._evaluators = evals
         self.states = {rid: states[rid] if rid in states else ev.new_state() for rid, ev in evals.items()}
         self._routes = {}
+        self._listeners: dict[str, list[RuleEvaluator]] = {}
         for ev in self._evaluators.values():
             for src in ev.sources():
                 self._routes.setdefault(src, []).append(ev)
+            for rid in ev.listens():
+                self._listeners.setdefault(rid, []).append(ev)
 
     def _dispatch(self, source: Source, msg: Detections | SensorReading) -> list[Violation]:
         if msg.site_id != self.site.site.id:
@@ -142,7 +157,15 @@ class RuleEngine:
                 out += ev.close(state, msg.captured_ms, "outside the rule's schedule")
                 continue
             out += ev.on_detections(msg, state) if source[0] == "camera" else ev.on_reading(msg, state)
-        return self._stamp(out)
+        return self._stamp(self._correlate(out))
+
+    def _correlate(self, out: list[Violation]) -> list[Violation]:
+        """Feed events to the rules that listen to other rules; their events follow (one level)."""
+        extra: list[Violation] = []
+        for v in out:
+            for ev in self._listeners.get(v.rule_id, ()):
+                extra += ev.on_violation(v, self.states[ev.rule.id])
+        return out + extra
 
     def _last_event_ms(self, ev: RuleEvaluator) -> float:
         times = [self.cursors[s].captured_ms for s in ev.sources() if s in self.cursors]

@@ -120,6 +120,17 @@ class RuleEvaluator:
     def on_reading(self, r: SensorReading, state: Any) -> list[Violation]:
         return []
 
+    def on_tick(self, now_ms: float, state: Any) -> list[Violation]:
+        """The worker's clock moved on (rules that judge silence)."""
+        return []
+
+    def listens(self) -> tuple[str, ...]:
+        """Ids of the rules whose violation events this rule reads (correlation)."""
+        return ()
+
+    def on_violation(self, v: Violation, state: Any) -> list[Violation]:
+        return []
+
     def close(self, state: Any, at_ms: float, reason: str) -> list[Violation]:
         """End an open incident because the rule itself changed or went away (not because of input)."""
         return []

@@ -122,6 +122,11 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             return engine.on_reading(r)
         await process(stream, SensorReading, lambda s: engine.site.sensor(s) is not None, handle)
 
+    @app.timer(1.0)
+    async def tick() -> None:
+        if caught_up.is_set():
+            await emit(engine.on_tick(contracts.now_ms()), None)
+
     @app.timer(10.0)
     async def report() -> None:
         st = engine.stats

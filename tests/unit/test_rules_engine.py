@@ -73,7 +73,7 @@ def test_registry_covers_every_rule_type():
     schema_types = {typing.get_args(cls.model_fields["type"].annotation)[0]
                     for cls in typing.get_args(typing.get_args(Rule)[0])}
     assert set(EVALUATORS) == schema_types == {"zone_intrusion", "line_crossing", "dwell", "occupancy",
-                                               "sensor_threshold"}
+                                               "sensor_threshold", "sensor_rate", "sensor_stale", "correlation"}
 
 
 def test_routing_by_source():
