@@ -208,6 +208,30 @@ def rules_apply(file: Path = typer.Argument(..., help="the site YAML")) -> None:
                   "switch to it as they read the control topic")
 
 
+@rules_app.command("eval")
+def rules_eval(
+    scenarios: Optional[Path] = typer.Option(None, "--scenarios", help="scenario file (default: the built-in suite)"),
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="model folder (default: AIMASS_MODEL_DIR)"),
+    floor: float = typer.Option(0.95, "--floor", help="least precision and recall per rule type for exit code 0"),
+) -> None:
+    """Measure the rules' precision and recall on scripted scenarios through the real detector."""
+    from aimass.settings import DetectorSettings
+    from aimass_rules.evaluation import SCENARIOS, evaluate
+    with console.status("running the scenarios through the detector and the rules …"):
+        outcomes, scores = evaluate(model_dir or DetectorSettings().model_dir, scenarios or SCENARIOS)
+    misses = [(o.scenario, o.rule_id, o.fp, o.fn, ", ".join(f"{s:.1f}" for s in o.starts_s))
+              for o in outcomes if o.fp or o.fn]
+    if misses:
+        print_table(["scenario", "rule", "false +", "missed", "incident starts (s)"], misses, title="Misses")
+    rows = [(t, int(s["tp"]), int(s["fp"]), int(s["fn"]), f"{s['precision']:.3f}", f"{s['recall']:.3f}")
+            for t, s in sorted(scores.items())]
+    print_table(["rule type", "true +", "false +", "missed", "precision", "recall"], rows,
+                title=f"{len({o.scenario for o in outcomes})} scenarios")
+    bad = [t for t, s in scores.items() if s["precision"] < floor or s["recall"] < floor]
+    if bad:
+        _fail(f"below the floor of {floor}: {', '.join(sorted(bad))}")
+
+
 # ---------------------------------------------------------------- sql, demo
 @app.command("sql")
 def sql(query: str = typer.Argument(..., help="the SQL to run against AIMASS_CLICKHOUSE_URL")) -> None:

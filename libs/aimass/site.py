@@ -152,7 +152,9 @@ class ZoneIntrusionRule(_Rule):
     zone: IdStr
     classes: list[str] = Field(default=["person"], min_length=1)
     min_score: float = Field(default=0.4, ge=0, le=1)
-    min_frames: int = Field(default=3, ge=1, description="consecutive frames with presence before it counts")
+    min_frames: int = Field(default=3, ge=1, description="frames with presence before it counts")
+    max_gap_frames: int = Field(default=1, ge=0, description="frames without presence (detector misses) that "
+                                                              "do not break the count towards min_frames")
     clear_frames: int = Field(default=5, ge=1, description="consecutive frames without presence that end it")
 
 

@@ -47,24 +47,29 @@ class TriggerState:
     streak: int = 0  # consecutive hits while no incident is open
     streak_start_ms: float = 0.0
     streak_start_seq: int = -1
+    gap: int = 0  # consecutive non-hits inside the current streak
     clears: int = 0  # consecutive clears while an incident is open
     incident: Incident | None = None
     cooldown_until_ms: float | None = None  # event time before which no new incident starts
 
 
 def advance(st: TriggerState, *, hit: bool, clear: bool, at_ms: float, seq: int,
-            min_hits: int, clear_after: int) -> Edge | None:
+            min_hits: int, clear_after: int, max_gap: int = 0) -> Edge | None:
     """Feed one observation; return "start" or "end" when the caller must open or close the incident
     (with ``open_incident`` / ``close_incident``), else None.
 
     Hits during a cooldown still build the streak, so an object that stays past the cooldown starts
     an incident on the first hit after it elapses (started_ms is then the streak's first hit);
-    one that leaves before it starts nothing.
+    one that leaves before it starts nothing. Up to ``max_gap`` consecutive non-hits inside a streak
+    (detector misses) neither break it nor count towards it.
     """
     if st.incident is None:
         if not hit:
-            st.streak = 0
+            st.gap += 1
+            if st.gap > max_gap:
+                st.streak, st.gap = 0, 0
             return None
+        st.gap = 0
         if st.streak == 0:
             st.streak_start_ms, st.streak_start_seq = at_ms, seq
         st.streak += 1

@@ -1,8 +1,8 @@
 """zone_intrusion: an object of a watched class stands in a camera's zone.
 
 Presence is judged at the bottom centre of the box (where the object meets the ground), for objects
-whose label is in ``classes`` and whose score is at least ``min_score``. ``min_frames`` consecutive
-frames with presence start an incident; ``clear_frames`` consecutive frames without presence end it,
+whose label is in ``classes`` and whose score is at least ``min_score``. ``min_frames`` frames with
+presence start an incident (``max_gap_frames`` missed frames in between do not break the count); ``clear_frames`` consecutive frames without presence end it,
 so short detector misses inside one intrusion do not split it. Frames are counted as they arrive: a
 frame the pipeline dropped (a gap in seq) neither breaks nor extends a streak.
 """
@@ -44,7 +44,7 @@ class ZoneIntrusion(RuleEvaluator):
         best = max(inside, key=lambda o: o.score) if inside else None
         r = self.rule
         edge = advance(st, hit=best is not None, clear=best is None, at_ms=d.captured_ms, seq=d.seq,
-                       min_hits=r.min_frames, clear_after=r.clear_frames)
+                       min_hits=r.min_frames, clear_after=r.clear_frames, max_gap=r.max_gap_frames)
         if edge == "start":
             assert best is not None
             inc = Incident(

@@ -24,6 +24,7 @@ rules:
     classes: [person]
     min_score: 0.4
     min_frames: {min_frames}
+    max_gap_frames: {max_gap_frames}
     clear_frames: {clear_frames}
     cooldown_s: {cooldown_s}
 """
@@ -31,8 +32,9 @@ FRAME_MS = 200.0  # 5 fps
 T0 = 1_700_000_000_000.0
 
 
-def engine(min_frames=3, clear_frames=3, cooldown_s=10.0):
-    site = parse_site(SITE.format(min_frames=min_frames, clear_frames=clear_frames, cooldown_s=cooldown_s))
+def engine(min_frames=3, clear_frames=3, cooldown_s=10.0, max_gap_frames=1):
+    site = parse_site(SITE.format(min_frames=min_frames, clear_frames=clear_frames, cooldown_s=cooldown_s,
+                                  max_gap_frames=max_gap_frames))
     return RuleEngine(site, clock=lambda: 42.0)
 
 
@@ -105,11 +107,17 @@ def test_start_event_fields():
     assert v.stamps == {"gateway_out": 1.0, "detector_out": 2.0, "rules_out": 42.0}
 
 
-def test_min_frames_streak_broken_by_one_missing_frame():
-    eng = engine(min_frames=3)
+def test_min_frames_streak_broken_by_missing_frames_beyond_the_gap():
+    eng = engine(min_frames=3, max_gap_frames=0)
     assert feed(eng, "xx.xx") == []
     assert feed(eng, "x", start_seq=5) == [("start", 5)]
     assert eng.states["r-zone"].incident.started_ms == T0 + 3 * FRAME_MS
+    # The default tolerates one detector miss inside the streak (it does not count towards it)...
+    eng = engine(min_frames=3)
+    assert feed(eng, "xx.x") == [("start", 3)]
+    assert eng.states["r-zone"].incident.started_ms == T0
+    # ...but not two in a row.
+    assert feed(engine(min_frames=3), "xx..xx") == []
 
 
 def test_long_intrusion_with_short_misses_is_one_incident():
@@ -197,6 +205,6 @@ def test_replay_gives_the_same_ids():
 
 @pytest.mark.parametrize("classes,label,expected", [(["vehicle", "person"], "vehicle", 1), (["vehicle"], "person", 0)])
 def test_class_list(classes, label, expected):
-    text = SITE.format(min_frames=1, clear_frames=1, cooldown_s=0).replace("[person]", "[" + ", ".join(classes) + "]")
+    text = SITE.format(min_frames=1, clear_frames=1, cooldown_s=0, max_gap_frames=1).replace("[person]", "[" + ", ".join(classes) + "]")
     eng = RuleEngine(parse_site(text), clock=lambda: 0.0)
     assert len(eng.on_detections(frame(0, obj(label=label)))) == expected
