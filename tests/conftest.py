@@ -3,8 +3,6 @@ free ports, stopped after), and workers run as real child processes."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 import uuid

@@ -8,7 +8,6 @@ ClickHouse, prints the report and stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import threading
 import time

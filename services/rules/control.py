@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,12 +17,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from aimass import contracts
-from aimass.contracts import ContractError, SiteConfig
+from aimass.contracts import SiteConfig
 from aimass.kafka import start_producer
 from aimass.settings import Settings
 from aimass.site import Site, load_site
-
-log = logging.getLogger("aimass.rules")
 
 OnMessage = Callable[[bytes, int], Awaitable[None]]  # (value, offset)
 
@@ -71,5 +68,3 @@ async def follow(settings: Settings, on_message: OnMessage, caught_up: asyncio.E
 def decode(value: bytes) -> SiteConfig:
     return contracts.decode(value, SiteConfig)
 
-
-__all__ = ["ContractError", "decode", "follow", "publish", "site_config"]

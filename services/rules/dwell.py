@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aimass.contracts import Detections, Violation
-from aimass.site import DwellRule, Site
-from aimass_rules.evaluator import Incident, RuleEvaluator, Source, violation_id
-from aimass_rules.geometry import as_polygon
-from aimass_rules.objects import in_zone, watched, zone_of
+from aimass.site import DwellRule
+from aimass_rules.evaluator import Incident, violation_id
+from aimass_rules.objects import ZoneEvaluator
 
 
 @dataclass
@@ -31,28 +30,15 @@ class DwellState:
     cooldown_until_ms: dict[int, float] = field(default_factory=dict)
 
 
-class Dwell(RuleEvaluator):
+class Dwell(ZoneEvaluator):
     rule_type = "dwell"
     state_type = DwellState
     rule: DwellRule
 
-    def __init__(self, rule: DwellRule, site: Site):
-        super().__init__(rule, site)
-        self.zone = zone_of(rule, site)
-        self.polygon = as_polygon(self.zone.polygon)
-        self.classes = frozenset(rule.classes)
-
-    @property
-    def config(self):
-        return (self.site_id, self.rule, self.zone)
-
-    def sources(self) -> tuple[Source, ...]:
-        return (("camera", self.rule.camera),)
-
     def on_detections(self, d: Detections, st: DwellState) -> list[Violation]:
         r, now = self.rule, d.captured_ms
         out = []
-        for o in in_zone([o for o in watched(d.objects, self.classes, r.min_score) if o.track_id >= 0], self.polygon):
+        for o in [o for o in self.present(d.objects) if o.track_id >= 0]:
             stay = st.stays.get(o.track_id)
             if stay is None:
                 stay = st.stays[o.track_id] = Stay(now, d.seq, now)
@@ -64,7 +50,7 @@ class Dwell(RuleEvaluator):
                     started_ms=stay.first_ms, first_seq=stay.first_seq, label=o.label, track_id=o.track_id,
                     peak=o.score)
                 out.append(self._event("start", stay.incident, d, now,
-                                       f"{o.label} (track {o.track_id}) in zone '{self.zone.name or self.zone.id}' "
+                                       f"{o.label} (track {o.track_id}) in zone '{self.zone_name}' "
                                        f"for {(now - stay.first_ms) / 1000:.1f} s (limit {r.seconds:g} s)"))
         for tid, stay in list(st.stays.items()):
             if now - stay.last_ms > r.clear_s * 1000:
@@ -72,7 +58,7 @@ class Dwell(RuleEvaluator):
                 if stay.incident is not None:
                     st.cooldown_until_ms[tid] = now + r.cooldown_s * 1000
                     out.append(self._event("end", stay.incident, d, now,
-                                           f"track {tid} left zone '{self.zone.name or self.zone.id}' after "
+                                           f"track {tid} left zone '{self.zone_name}' after "
                                            f"{(stay.last_ms - stay.first_ms) / 1000:.1f} s"))
         for tid in [t for t, until in st.cooldown_until_ms.items() if until < now]:
             del st.cooldown_until_ms[tid]

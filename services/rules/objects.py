@@ -6,7 +6,8 @@ import numpy as np
 
 from aimass.contracts import DetectedObject
 from aimass.site import Site, Zone
-from aimass_rules.geometry import bottom_centres, points_in_polygon
+from aimass_rules.evaluator import RuleEvaluator, Source
+from aimass_rules.geometry import as_polygon, bottom_centres, points_in_polygon
 
 
 def watched(objects: list[DetectedObject], classes: frozenset[str], min_score: float) -> list[DetectedObject]:
@@ -31,3 +32,28 @@ def zone_of(rule, site: Site) -> Zone:
     if zone is None:  # Site validation already refuses this; guards hand-built Sites
         raise ValueError(f"rule {rule.id!r}: zone {rule.zone!r} is not defined on camera {rule.camera!r}")
     return zone
+
+
+class ZoneEvaluator(RuleEvaluator):
+    """Base of the rules about watched objects in one zone of one camera."""
+
+    def __init__(self, rule, site: Site):
+        super().__init__(rule, site)
+        self.zone = zone_of(rule, site)
+        self.polygon = as_polygon(self.zone.polygon)
+        self.classes = frozenset(rule.classes)
+
+    @property
+    def config(self):
+        return (self.site_id, self.rule, self.zone)  # a moved polygon is a changed rule
+
+    def sources(self) -> tuple[Source, ...]:
+        return (("camera", self.rule.camera),)
+
+    def present(self, objects: list[DetectedObject]) -> list[DetectedObject]:
+        """The watched objects standing in the zone."""
+        return in_zone(watched(objects, self.classes, self.rule.min_score), self.polygon)
+
+    @property
+    def zone_name(self) -> str:
+        return self.zone.name or self.zone.id

@@ -7,38 +7,23 @@ time) and ends after ``clear_frames`` consecutive frames at or under the limit. 
 from __future__ import annotations
 
 from aimass.contracts import Detections, Violation
-from aimass.site import OccupancyRule, Site
-from aimass_rules.evaluator import (Incident, RuleEvaluator, Source, TriggerState, advance, close_incident,
-                                    open_incident, violation_id)
-from aimass_rules.geometry import as_polygon
-from aimass_rules.objects import in_zone, watched, zone_of
+from aimass.site import OccupancyRule
+from aimass_rules.evaluator import Incident, TriggerState, advance, close_incident, open_incident, violation_id
+from aimass_rules.objects import ZoneEvaluator
 
 
-class Occupancy(RuleEvaluator):
+class Occupancy(ZoneEvaluator):
     rule_type = "occupancy"
     state_type = TriggerState
     rule: OccupancyRule
 
-    def __init__(self, rule: OccupancyRule, site: Site):
-        super().__init__(rule, site)
-        self.zone = zone_of(rule, site)
-        self.polygon = as_polygon(self.zone.polygon)
-        self.classes = frozenset(rule.classes)
-
-    @property
-    def config(self):
-        return (self.site_id, self.rule, self.zone)
-
-    def sources(self) -> tuple[Source, ...]:
-        return (("camera", self.rule.camera),)
-
     def on_detections(self, d: Detections, st: TriggerState) -> list[Violation]:
         r = self.rule
-        count = len(in_zone(watched(d.objects, self.classes, r.min_score), self.polygon))
+        count = len(self.present(d.objects))
         over = count > r.max_objects
         edge = advance(st, hit=over, clear=not over, at_ms=d.captured_ms, seq=d.seq, min_hits=1,
                        clear_after=r.clear_frames)
-        name = self.zone.name or self.zone.id
+        name = self.zone_name
         if edge == "start" and d.captured_ms - st.streak_start_ms >= r.hold_s * 1000:
             inc = Incident(violation_id=violation_id(self.site_id, r.id, r.camera, r.zone, st.streak_start_ms,
                                                      st.streak_start_seq),
@@ -65,4 +50,4 @@ class Occupancy(RuleEvaluator):
         inc = close_incident(st, max(at_ms, st.incident.started_ms), r.cooldown_s)
         return [self._violation("end", inc, at_ms=max(at_ms, inc.started_ms), source_seq=-1, stamps={},
                                 camera_id=r.camera, zone_id=r.zone, value=inc.peak,
-                                message=f"incident in zone '{self.zone.name or self.zone.id}' closed: {reason}")]
+                                message=f"incident in zone '{self.zone_name}' closed: {reason}")]

@@ -9,35 +9,16 @@ frame the pipeline dropped (a gap in seq) neither breaks nor extends a streak.
 
 from __future__ import annotations
 
-from aimass.contracts import DetectedObject, Detections, Violation
-from aimass.site import Site, ZoneIntrusionRule
-from aimass_rules.evaluator import (Incident, RuleEvaluator, Source, TriggerState, advance, close_incident,
-                                    open_incident, violation_id)
-from aimass_rules.geometry import as_polygon
-from aimass_rules.objects import in_zone, watched, zone_of
+from aimass.contracts import Detections, Violation
+from aimass.site import ZoneIntrusionRule
+from aimass_rules.evaluator import Incident, TriggerState, advance, close_incident, open_incident, violation_id
+from aimass_rules.objects import ZoneEvaluator
 
 
-class ZoneIntrusion(RuleEvaluator):
+class ZoneIntrusion(ZoneEvaluator):
     rule_type = "zone_intrusion"
     state_type = TriggerState
     rule: ZoneIntrusionRule
-
-    def __init__(self, rule: ZoneIntrusionRule, site: Site):
-        super().__init__(rule, site)
-        self.zone = zone_of(rule, site)
-        self.polygon = as_polygon(self.zone.polygon)
-        self.classes = frozenset(rule.classes)
-
-    @property
-    def config(self):
-        return (self.site_id, self.rule, self.zone)
-
-    def sources(self) -> tuple[Source, ...]:
-        return (("camera", self.rule.camera),)
-
-    def present(self, objects: list[DetectedObject]) -> list[DetectedObject]:
-        """The objects that count as present in the zone."""
-        return in_zone(watched(objects, self.classes, self.rule.min_score), self.polygon)
 
     def on_detections(self, d: Detections, st: TriggerState) -> list[Violation]:
         inside = self.present(d.objects)
@@ -56,14 +37,14 @@ class ZoneIntrusion(RuleEvaluator):
             return [self._violation(
                 "start", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps, camera_id=r.camera,
                 zone_id=r.zone, score=best.score,
-                message=f"{best.label} in zone '{self._zone_name}' on camera {r.camera} for {st.streak} frames",
+                message=f"{best.label} in zone '{self.zone_name}' on camera {r.camera} for {st.streak} frames",
             )]
         if edge == "end":
             inc = close_incident(st, d.captured_ms, r.cooldown_s)
             return [self._violation(
                 "end", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps, camera_id=r.camera,
                 zone_id=r.zone, score=inc.peak,
-                message=(f"zone '{self._zone_name}' on camera {r.camera} clear for {r.clear_frames} frames; "
+                message=(f"zone '{self.zone_name}' on camera {r.camera} clear for {r.clear_frames} frames; "
                          f"{inc.label} was there {(d.captured_ms - inc.started_ms) / 1000:.1f} s"),
             )]
         if best is not None and st.incident is not None:
@@ -78,9 +59,5 @@ class ZoneIntrusion(RuleEvaluator):
         inc = close_incident(st, at_ms, r.cooldown_s)
         return [self._violation(
             "end", inc, at_ms=at_ms, source_seq=-1, stamps={}, camera_id=r.camera, zone_id=r.zone, score=inc.peak,
-            message=f"incident in zone '{self._zone_name}' on camera {r.camera} closed: {reason}",
+            message=f"incident in zone '{self.zone_name}' on camera {r.camera} closed: {reason}",
         )]
-
-    @property
-    def _zone_name(self) -> str:
-        return self.zone.name or self.zone.id
