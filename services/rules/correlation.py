@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aimass.contracts import Violation
-from aimass.site import CorrelationRule, Site
+from aimass.site import CorrelationRule
 from aimass_rules.evaluator import Incident, RuleEvaluator, Source, violation_id
 
 
@@ -25,9 +25,6 @@ class Correlation(RuleEvaluator):
     rule_type = "correlation"
     state_type = CorrelationState
     rule: CorrelationRule
-
-    def __init__(self, rule: CorrelationRule, site: Site):
-        super().__init__(rule, site)
 
     def sources(self) -> tuple[Source, ...]:
         return ()

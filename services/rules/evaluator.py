@@ -148,3 +148,10 @@ class RuleEvaluator:
             track_id=incident.track_id, started_ms=incident.started_ms, at_ms=at_ms, source_seq=source_seq,
             message=message, stamps=dict(stamps), **fields,
         )
+
+
+class SensorEvaluator(RuleEvaluator):
+    """Base of the rules that read one sensor (``rule.sensor``)."""
+
+    def sources(self) -> tuple[Source, ...]:
+        return (("sensor", self.rule.sensor),)

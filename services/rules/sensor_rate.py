@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from aimass.contracts import SensorReading, Violation
 from aimass.site import SensorRateRule, Site
-from aimass_rules.evaluator import (Incident, RuleEvaluator, Source, TriggerState, advance, close_incident,
+from aimass_rules.evaluator import (Incident, SensorEvaluator, TriggerState, advance, close_incident,
                                     open_incident, violation_id)
 
 
@@ -20,7 +20,7 @@ class RateState(TriggerState):
     history: list[tuple[float, float]] = field(default_factory=list)  # (captured_ms, value) in the window
 
 
-class SensorRate(RuleEvaluator):
+class SensorRate(SensorEvaluator):
     rule_type = "sensor_rate"
     state_type = RateState
     rule: SensorRateRule
@@ -29,9 +29,6 @@ class SensorRate(RuleEvaluator):
         super().__init__(rule, site)
         sensor = site.sensor(rule.sensor)
         self.unit = sensor.unit if sensor else ""
-
-    def sources(self) -> tuple[Source, ...]:
-        return (("sensor", self.rule.sensor),)
 
     def on_reading(self, rd: SensorReading, st: RateState) -> list[Violation]:
         r = self.rule

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aimass.contracts import SensorReading, Violation
-from aimass.site import SensorStaleRule, Site
-from aimass_rules.evaluator import Incident, RuleEvaluator, Source, violation_id
+from aimass.site import SensorStaleRule
+from aimass_rules.evaluator import Incident, SensorEvaluator, violation_id
 
 
 @dataclass
@@ -21,16 +21,10 @@ class StaleState:
     incident: Incident | None = None
 
 
-class SensorStale(RuleEvaluator):
+class SensorStale(SensorEvaluator):
     rule_type = "sensor_stale"
     state_type = StaleState
     rule: SensorStaleRule
-
-    def __init__(self, rule: SensorStaleRule, site: Site):
-        super().__init__(rule, site)
-
-    def sources(self) -> tuple[Source, ...]:
-        return (("sensor", self.rule.sensor),)
 
     def on_reading(self, rd: SensorReading, st: StaleState) -> list[Violation]:
         st.last_ms, st.last_seq = rd.captured_ms, rd.seq

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from aimass.contracts import SensorReading, Violation
 from aimass.site import SensorThresholdRule, Site
-from aimass_rules.evaluator import (Incident, RuleEvaluator, Source, TriggerState, advance, close_incident,
+from aimass_rules.evaluator import (Incident, SensorEvaluator, TriggerState, advance, close_incident,
                                     open_incident, violation_id)
 
 DEFAULT_HYSTERESIS = 0.02  # of the threshold's magnitude
 
 
-class SensorThreshold(RuleEvaluator):
+class SensorThreshold(SensorEvaluator):
     rule_type = "sensor_threshold"
     state_type = TriggerState
     rule: SensorThresholdRule
@@ -43,9 +43,6 @@ class SensorThreshold(RuleEvaluator):
         if rule.above is not None and rule.below is not None:
             h = min(h, (rule.above - rule.below) / 4)
         return h
-
-    def sources(self) -> tuple[Source, ...]:
-        return (("sensor", self.rule.sensor),)
 
     def breach(self, value: float) -> str | None:
         r = self.rule
