@@ -144,6 +144,8 @@ class _Rule(_Model):
     cooldown_s: float = Field(default=30.0, ge=0, description="after an incident ends, ignore re-triggers for this long")
     enabled: bool = True
     schedule: list[Window] = Field(default=[], description="when the rule is armed; empty = always")
+    update_s: float = Field(default=60.0, ge=0, description="while an incident lasts, an update event this often "
+                                                            "(zone intrusion, occupancy, sensor threshold); 0: none")
 
 
 class ZoneIntrusionRule(_Rule):

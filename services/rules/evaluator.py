@@ -40,6 +40,7 @@ class Incident:
     label: str = ""
     track_id: int = -1
     peak: float = 0.0  # best score (zones) or most extreme value (sensors) seen while it was open
+    last_update_ms: float = 0.0  # event time of the last update event (0: none yet)
 
 
 @dataclass
@@ -82,6 +83,16 @@ def advance(st: TriggerState, *, hit: bool, clear: bool, at_ms: float, seq: int,
         if st.clears >= clear_after:
             return "end"
     return None
+
+
+def update_due(incident: Incident, at_ms: float, every_s: float) -> bool:
+    """Whether a lasting incident owes its consumers an ``update`` event now (every ``every_s`` of
+    event time after its start; 0 turns updates off). Marks the update as sent."""
+    last = incident.last_update_ms or incident.started_ms
+    if every_s <= 0 or at_ms - last < every_s * 1000:
+        return False
+    incident.last_update_ms = at_ms
+    return True
 
 
 def open_incident(st: TriggerState, incident: Incident) -> None:

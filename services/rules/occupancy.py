@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from aimass.contracts import Detections, Violation
 from aimass.site import OccupancyRule
-from aimass_rules.evaluator import Incident, TriggerState, advance, close_incident, open_incident, violation_id
+from aimass_rules.evaluator import (Incident, TriggerState, advance, close_incident, open_incident, update_due,
+                                    violation_id)
 from aimass_rules.objects import ZoneEvaluator
 
 
@@ -41,6 +42,10 @@ class Occupancy(ZoneEvaluator):
                                     message=f"zone '{name}' back to {count} objects (peak {inc.peak:g})")]
         if over and st.incident is not None:
             st.incident.peak = max(st.incident.peak, count)
+            if update_due(st.incident, d.captured_ms, r.update_s):
+                return [self._violation("update", st.incident, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps,
+                                        camera_id=r.camera, zone_id=r.zone, value=count,
+                                        message=f"still {count} objects in zone '{name}' (limit {r.max_objects})")]
         return []
 
     def close(self, st: TriggerState, at_ms: float, reason: str) -> list[Violation]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from aimass.contracts import SensorReading, Violation
 from aimass.site import SensorThresholdRule, Site
 from aimass_rules.evaluator import (Incident, SensorEvaluator, TriggerState, advance, close_incident,
-                                    open_incident, violation_id)
+                                    open_incident, update_due, violation_id)
 
 DEFAULT_HYSTERESIS = 0.02  # of the threshold's magnitude
 
@@ -89,8 +89,14 @@ class SensorThreshold(SensorEvaluator):
                 message=(f"{self._what} back to {self._fmt(x.value)} after "
                          f"{(x.captured_ms - inc.started_ms) / 1000:.1f} s; peak {self._fmt(inc.peak)}"),
             )]
-        if st.incident is not None and self._excess(x.value) > self._excess(st.incident.peak):
-            st.incident.peak = x.value
+        if st.incident is not None:
+            if self._excess(x.value) > self._excess(st.incident.peak):
+                st.incident.peak = x.value
+            if update_due(st.incident, x.captured_ms, self.rule.update_s):
+                return [self._violation(
+                    "update", st.incident, at_ms=x.captured_ms, source_seq=x.seq, stamps=x.stamps,
+                    sensor_id=self.rule.sensor, value=x.value,
+                    message=f"{self._what} still at {self._fmt(x.value)} (peak {self._fmt(st.incident.peak)})")]
         return []
 
     def close(self, st: TriggerState, at_ms: float, reason: str) -> list[Violation]:

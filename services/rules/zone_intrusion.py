@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from aimass.contracts import Detections, Violation
 from aimass.site import ZoneIntrusionRule
-from aimass_rules.evaluator import Incident, TriggerState, advance, close_incident, open_incident, violation_id
+from aimass_rules.evaluator import (Incident, TriggerState, advance, close_incident, open_incident, update_due,
+                                    violation_id)
 from aimass_rules.objects import ZoneEvaluator
 
 
@@ -48,7 +49,14 @@ class ZoneIntrusion(ZoneEvaluator):
                          f"{inc.label} was there {(d.captured_ms - inc.started_ms) / 1000:.1f} s"),
             )]
         if best is not None and st.incident is not None:
-            st.incident.peak = max(st.incident.peak, best.score)
+            inc = st.incident
+            inc.peak = max(inc.peak, best.score)
+            if update_due(inc, d.captured_ms, r.update_s):
+                return [self._violation(
+                    "update", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps, camera_id=r.camera,
+                    zone_id=r.zone, score=best.score,
+                    message=(f"{best.label} still in zone '{self.zone_name}' on camera {r.camera} after "
+                             f"{(d.captured_ms - inc.started_ms) / 1000:.0f} s"))]
         return []
 
     def close(self, st: TriggerState, at_ms: float, reason: str) -> list[Violation]:

@@ -102,3 +102,17 @@ def test_unknown_line_is_refused_with_the_field():
     from aimass.site import SiteFileError
     with pytest.raises(SiteFileError, match="rules.0.line"):
         parse_site(SITE % "  - {id: x, type: line_crossing, camera: c, line: nope}")
+
+
+def test_lasting_incidents_send_updates_under_one_id():
+    eng = _engine("  - {id: zi, type: zone_intrusion, camera: c, zone: z, min_frames: 1, clear_frames: 2, update_s: 1}")
+    frames = [[_obj(0.7, 0.8)] for _ in range(12)] + [[], []]
+    got = []
+    for i, objs in enumerate(frames):
+        d = Detections(site_id="s", camera_id="c", seq=i, captured_ms=1_000_000.0 + i * 200, width=1, height=1,
+                       model_name="m", model_version="1", objects=objs)
+        got += [(i, v.event, v.violation_id) for v in eng.on_detections(d)]
+    assert [(i, e) for i, e, _ in got] == [(0, "start"), (5, "update"), (10, "update"), (13, "end")]
+    assert len({vid for *_, vid in got}) == 1
+    quiet = _engine("  - {id: zi, type: zone_intrusion, camera: c, zone: z, min_frames: 1, clear_frames: 2, update_s: 0}")
+    assert [e for _, e, _ in _feed(quiet, frames)] == ["start", "end"]
