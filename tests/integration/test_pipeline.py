@@ -172,3 +172,27 @@ def test_rules_apply_switches_running_workers_and_bad_files_are_refused(ns, ns_c
     assert rows == [("start", 11)]  # the 12th frame in the zone, as the applied file says
     wait_until(lambda: _count(ns_ch, "SELECT count() FROM deadletters WHERE reason = 'bad_site'") == 1, 30,
                "the refused site file's dead letter")
+
+
+def test_run_all_supervises_three_workers_and_stops_them_all(ns, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from aimass.processes import pid_alive
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", "all"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, **ns.env, "AIMASS_READY_DIR": str(ready)})
+    try:
+        wait_until(lambda: all((ready / n).exists() for n in ("detector", "rules", "sink")), 120,
+                   "the three workers to be ready")
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not any(pid_alive(int(c)) for c in children), "a worker outlived `aimass run all`"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
