@@ -44,6 +44,7 @@ class InputSpec:
     channels: str  # BGR or RGB
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in ``channels`` order
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: str = "stretch"  # stretch (plain resize) or letterbox (aspect kept, grey padding)
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,18 @@ def load_spec(folder: str | os.PathLike) -> ModelSpec:
         layout = str(inp.get("layout", "NCHW")).upper()
         dtype = str(inp.get("dtype", "float32"))
         channels = str(inp.get("channels", "RGB")).upper()
+        resize = str(inp.get("resize", "stretch")).lower()
         if layout not in ("NCHW", "NHWC") or dtype not in ("float32", "uint8") or channels not in ("RGB", "BGR"):
             raise ValueError(f"input layout/dtype/channels {layout}/{dtype}/{channels} not supported "
                              "(NCHW|NHWC, float32|uint8, RGB|BGR)")
+        if resize not in ("stretch", "letterbox"):
+            raise ValueError(f"input resize '{resize}' not supported (stretch|letterbox)")
         input_spec = InputSpec(
             name=str(inp["name"]), width=int(inp["width"]), height=int(inp["height"]), layout=layout,
             dtype=dtype, channels=channels,
             mean=tuple(float(x) for x in inp.get("mean", (0.0, 0.0, 0.0))),
             std=tuple(float(x) for x in inp.get("std", (1.0, 1.0, 1.0))),
+            resize=resize,
         )
         if input_spec.width <= 0 or input_spec.height <= 0:
             raise ValueError(f"input size {input_spec.width}x{input_spec.height} is not positive")

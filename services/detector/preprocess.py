@@ -1,4 +1,5 @@
-"""Frame bytes to model input: JPEG decode, resize, and packing a batch into one input tensor.
+"""Frame bytes to model input: JPEG decode, resize (plain or letterbox), and packing a batch into one
+input tensor; and the way back for boxes (model-input pixels -> normalised to the original frame).
 
 Everything here is per image or per channel in numpy/OpenCV (both release the GIL); nothing loops
 over pixels in Python. Packing writes into a caller-owned buffer so a steady stream of batches does
@@ -64,6 +65,58 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+# Ultralytics pads letterboxed inputs with this grey (before normalisation); its exports were
+# trained on it, so the padding looks like "nothing here" to them.
+LETTERBOX_FILL = 114
+
+
+def letterbox_geometry(frame_width: int, frame_height: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """Where a ``frame_width`` x ``frame_height`` frame lands in a ``width`` x ``height`` letterboxed
+    input: ``(new_width, new_height, left, top)``: scaled to fit with its aspect ratio kept, centred,
+    the rest padded. Rounds as Ultralytics' ``LetterBox`` does, so its exports see what they were
+    trained on."""
+    r = min(width / frame_width, height / frame_height)
+    new_w = min(width, max(1, int(round(frame_width * r))))
+    new_h = min(height, max(1, int(round(frame_height * r))))
+    left = max(0, int(round((width - new_w) / 2 - 0.1)))
+    top = max(0, int(round((height - new_h) / 2 - 0.1)))
+    return new_w, new_h, left, top
+
+
+def letterbox(img: np.ndarray, width: int, height: int, fill: int = LETTERBOX_FILL) -> np.ndarray:
+    """Resize keeping the aspect ratio and pad to exactly ``width`` x ``height`` with grey ``fill``."""
+    new_w, new_h, left, top = letterbox_geometry(img.shape[1], img.shape[0], width, height)
+    small = resize(img, new_w, new_h)
+    if (new_w, new_h) == (width, height):
+        return small
+    return cv2.copyMakeBorder(small, top, height - new_h - top, left, width - new_w - left,
+                              cv2.BORDER_CONSTANT, value=(fill, fill, fill))
+
+
+def fit(img: np.ndarray, width: int, height: int, mode: str = "stretch") -> np.ndarray:
+    """The model input for one frame: ``stretch`` (plain resize) or ``letterbox`` (``input.resize``
+    in model.yaml)."""
+    if mode == "letterbox":
+        return letterbox(img, width, height)
+    return resize(img, width, height)
+
+
+def boxes_to_frame(boxes: np.ndarray, image_idx: np.ndarray, sizes: Sequence[tuple[int, int]], width: int,
+                   height: int, mode: str = "stretch") -> np.ndarray:
+    """The inverse of ``fit`` for boxes: (x1, y1, x2, y2) in model-input pixels, box k belonging to
+    frame ``image_idx[k]`` of (width, height) ``sizes`` -> normalised to that frame (not clipped).
+    A stretched input maps by one division; a letterboxed one removes each frame's padding and scale
+    (computed once per frame, not per box)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if mode != "letterbox":
+        return boxes / np.array([width, height, width, height], dtype=np.float64)
+    geo = np.array([letterbox_geometry(w, h, width, height) for w, h in sizes], dtype=np.float64).reshape(-1, 4)
+    new_w, new_h, left, top = geo[np.asarray(image_idx, dtype=np.int64)].T
+    offset = np.stack([left, top, left, top], axis=1)
+    scale = np.stack([new_w, new_h, new_w, new_h], axis=1)
+    return (boxes - offset) / scale
+
+
 def _check_bgr(img: np.ndarray, i: int) -> None:
     if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         shape = getattr(img, "shape", None)
@@ -88,8 +141,10 @@ def _out(out: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
 
 
 def pack_nchw(images: Sequence[np.ndarray], width: int, height: int, mean: Sequence[float],
-              std: Sequence[float], rgb: bool = False, out: np.ndarray | None = None) -> np.ndarray:
-    """Resize each BGR image and write ``(x - mean) / std`` per channel into float32 [N, 3, H, W].
+              std: Sequence[float], rgb: bool = False, out: np.ndarray | None = None,
+              resize_mode: str = "stretch") -> np.ndarray:
+    """Resize each BGR image (``fit``: stretch or letterbox) and write ``(x - mean) / std`` per
+    channel into float32 [N, 3, H, W].
 
     ``mean``/``std`` are in the model's channel order (``rgb`` flips BGR to RGB). ``out``, when given,
     must have exactly that shape (e.g. ``buffer_for(...)[:n]``, reused across batches); it is returned.
@@ -100,7 +155,7 @@ def pack_nchw(images: Sequence[np.ndarray], width: int, height: int, mean: Seque
     scale = [1.0 / float(s) for s in std]
     for i, img in enumerate(images):
         _check_bgr(img, i)
-        small = resize(img, width, height)
+        small = fit(img, width, height, resize_mode)
         for c, src in enumerate(order):
             # Channel by channel into the final NCHW slot: one strided read, one contiguous write,
             # no HWC float32 temporary.
@@ -111,13 +166,14 @@ def pack_nchw(images: Sequence[np.ndarray], width: int, height: int, mean: Seque
 
 
 def pack_nhwc_uint8(images: Sequence[np.ndarray], width: int, height: int, rgb: bool = True,
-                    out: np.ndarray | None = None) -> np.ndarray:
-    """Resize each BGR image into uint8 [N, H, W, 3] (RGB unless ``rgb`` is False)."""
+                    out: np.ndarray | None = None, resize_mode: str = "stretch") -> np.ndarray:
+    """Resize each BGR image (``fit``: stretch or letterbox) into uint8 [N, H, W, 3] (RGB unless
+    ``rgb`` is False)."""
     n = len(images)
     out = _out(out, (n, height, width, 3), np.uint8)
     for i, img in enumerate(images):
         _check_bgr(img, i)
-        small = resize(img, width, height)
+        small = fit(img, width, height, resize_mode)
         if rgb:
             cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=out[i])
         else:

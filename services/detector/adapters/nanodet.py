@@ -3,8 +3,8 @@ distributions [N, A, 4 * (reg_max + 1)] (logits over distance bins). No NMS insi
 
 Decode, for the whole batch at once: keep (image, cell, class) triples over the threshold for mapped
 classes only, take per side the expected distance Σ softmax(logits)·[0..reg_max]·stride around the
-cell centre, then NMS per site label within each frame. Input is a plain resize, so input-normalised
-boxes are frame-normalised boxes.
+cell centre, then NMS per site label within each frame, then back to each frame's coordinates
+(a plain resize as NanoDet was trained, or a letterbox with ``input.resize: letterbox``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.adapters.base import Adapter, Size
 from aimass_detector.model import ModelError, ModelSpec
-from aimass_detector.nms import batched_nms
 from aimass_detector.preprocess import buffer_for, pack_nchw
 
 # As exported from the TF.js NanoDet-g (see models/nanodet-g-416/model.yaml).
@@ -77,8 +76,38 @@ class NanoDetAdapter(Adapter):
         n = len(images)
         self._buf = buffer_for(self._buf, (n, 3, self.height, self.width), np.float32)
         batch = pack_nchw(images, self.width, self.height, self.spec.input.mean, self.spec.input.std,
-                          rgb=self.rgb, out=self._buf[:n])
+                          rgb=self.rgb, out=self._buf[:n], resize_mode=self.resize_mode)
         return {self.input_name: batch}
+
+    def check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:
+        """Per stride s: scores [batch, (W/s)·(H/s), len(classes)] and boxes [batch, same cells,
+        4·(reg_max+1)], both floating point."""
+        super().check_outputs(outputs, batch)
+        n_cls, bins = len(self.spec.classes), 4 * (self.reg_max + 1)
+        for stride, s_name, b_name in self.levels:
+            cells = (self.width // stride) * (self.height // stride)
+            for name, last, what in ((s_name, n_cls, "scores"), (b_name, bins, "boxes")):
+                arr = outputs[name]
+                expected = f"[{batch}, {cells}, {last}] ({what} of stride {stride} at {self.width}x{self.height})"
+                if arr.ndim == 3 and arr.shape[1:] == (cells, last):
+                    self.require_float(name, arr)
+                    continue
+                other = bins if what == "scores" else n_cls
+                if arr.ndim != 3:
+                    fix = "Check 'outputs' in model.yaml: this is not a NanoDet head output."
+                elif arr.shape[2] == other and arr.shape[2] != last:
+                    fix = "It looks like the other output of the pair: swap 'scores' and 'boxes' in 'outputs'."
+                elif arr.shape[1] != cells:
+                    fix = (f"Stride {stride} at {self.width}x{self.height} has {cells} cells: check each "
+                           "output's stride in 'outputs' and input width/height.")
+                elif what == "scores":
+                    fix = (f"model.yaml lists {n_cls} classes but the model scores {arr.shape[2]}: fix "
+                           "'classes' (all the model's classes, in index order).")
+                elif arr.shape[2] % 4 == 0:
+                    fix = f"Its 4 sides have {arr.shape[2] // 4} bins each: set reg_max: {arr.shape[2] // 4 - 1}."
+                else:
+                    fix = "Its last dimension is not 4 sides x (reg_max + 1) bins: this is not a NanoDet GFL head."
+                raise self.shape_error(name, expected, arr, fix)
 
     def decode(self, outputs: dict[str, np.ndarray], sizes: Sequence[Size]) -> list[list[DetectedObject]]:
         n = len(sizes)
@@ -90,11 +119,8 @@ class NanoDetAdapter(Adapter):
                              f"{len(self.centres)} cells, reg_max {self.reg_max}")
         img, cell, k = np.nonzero(scores >= self.score_threshold)
         conf = scores[img, cell, k]
-        if len(conf) > self.pre_nms_top_k:
-            order = np.lexsort((-conf, img))
-            rank = np.arange(len(order)) - np.searchsorted(img[order], img[order], side="left")
-            sel = order[rank < self.pre_nms_top_k]
-            img, cell, k, conf = img[sel], cell[sel], k[sel], conf[sel]
+        sel = self.top_k_per_image(img, conf, self.pre_nms_top_k)
+        img, cell, k, conf = img[sel], cell[sel], k[sel], conf[sel]
         cls = self.kept_classes[k]
         # Expected distance of each side (left, top, right, bottom) in input pixels.
         logits = dists[img, cell].reshape(-1, 4, self.reg_max + 1).astype(np.float64)
@@ -103,14 +129,7 @@ class NanoDetAdapter(Adapter):
         size = np.array([self.width, self.height, self.width, self.height], dtype=np.float64)
         # Clipped before NMS (as NanoDet does), so overlap is judged on the boxes that are reported.
         boxes = np.clip(np.concatenate([c - ltrb[:, :2], c + ltrb[:, 2:]], axis=1), 0.0, size)
-        # NMS per frame (per class within it) so each frame stops at its own max_detections: a
-        # frame that lights up everywhere costs at most that many greedy turns.
-        kept = []
-        for i in range(n):
-            idx = np.flatnonzero(img == i)
-            if idx.size:
-                kept.append(idx[batched_nms(boxes[idx], conf[idx], self.label_group[cls[idx]], self.nms_iou,
-                                             self.max_detections)])
-        keep = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-        boxes = boxes[keep] / size
+        # NMS per frame (per site label within it) so each frame stops at its own max_detections.
+        keep = self.nms_per_image(n, img, boxes, conf, cls, self.nms_iou)
+        boxes = self.to_frame(boxes[keep], img[keep], sizes)
         return self.to_objects(n, img[keep], cls[keep], conf[keep].astype(np.float64), boxes)

@@ -34,7 +34,29 @@ class TfSsdAdapter(Adapter):
         n = len(images)
         self._buf = buffer_for(self._buf, (n, self.height, self.width, 3), np.uint8)
         return {self.input_name: pack_nhwc_uint8(images, self.width, self.height, rgb=self.rgb,
-                                                 out=self._buf[:n])}
+                                                 out=self._buf[:n], resize_mode=self.resize_mode)}
+
+    def check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:
+        """boxes [batch, M, 4], scores and classes [batch, M], count [batch] (or [batch, 1])."""
+        super().check_outputs(outputs, batch)
+        names = self.names
+        boxes = outputs[names["boxes"]]
+        if boxes.ndim != 3 or boxes.shape[2] != 4:
+            raise self.shape_error(names["boxes"], f"[{batch}, M, 4] (ymin, xmin, ymax, xmax)", boxes,
+                                   "Check 'outputs' in model.yaml: this is not a TF Object Detection API "
+                                   "detection_boxes output.")
+        m = boxes.shape[1]
+        for key in ("scores", "classes"):
+            arr = outputs[names[key]]
+            if arr.shape != (batch, m):
+                raise self.shape_error(names[key], f"[{batch}, {m}] (one per box of '{names['boxes']}')", arr,
+                                       f"Check outputs.{key} in model.yaml (TF OD API detection_{key}).")
+        count = outputs[names["count"]]
+        if count.shape not in ((batch,), (batch, 1)):
+            raise self.shape_error(names["count"], f"[{batch}] (valid boxes per frame)", count,
+                                   "Check outputs.count in model.yaml (TF OD API num_detections).")
+        for key in ("boxes", "scores"):
+            self.require_float(names[key], outputs[names[key]])
 
     def decode(self, outputs: dict[str, np.ndarray], sizes: Sequence[Size]) -> list[list[DetectedObject]]:
         n = len(sizes)
@@ -49,4 +71,6 @@ class TfSsdAdapter(Adapter):
         img, j = np.nonzero(valid)
         ymin, xmin, ymax, xmax = boxes[img, j].astype(np.float64).T
         xyxy = np.stack([xmin, ymin, xmax, ymax], axis=1)
+        if self.resize_mode == "letterbox":  # normalised to the padded input: via input pixels
+            xyxy = self.to_frame(xyxy * [self.width, self.height, self.width, self.height], img, sizes)
         return self.to_objects(n, img, classes[img, j], scores[img, j].astype(np.float64), xyxy)
