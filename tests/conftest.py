@@ -3,6 +3,7 @@ free ports, stopped after), and workers run as real child processes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -10,8 +11,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from aimass import runner, stack
+
+# Hypothesis, for the property tests (tests/unit/test_properties_*.py). The default profile "aimass"
+# is deterministic (the same examples on every run for the same code, so a red test is reproducible
+# and CI cannot flake), bounded in time (a fixed number of examples, no per-example deadline, which
+# only flakes on a busy machine) and keeps no example database (hypothesis still caches constants
+# under .hypothesis/, git-ignored). AIMASS_HYPOTHESIS=thorough searches much longer with fresh random
+# examples, for a local bug hunt.
+settings.register_profile(
+    "aimass", derandomize=True, database=None, deadline=None, max_examples=100, print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", parent=settings.get_profile("aimass"), derandomize=False, max_examples=3000)
+settings.load_profile(os.environ.get("AIMASS_HYPOTHESIS", "aimass"))
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +112,13 @@ class Workers:
     def stop(self, *names: str) -> None:
         names = names or tuple(self.procs)
         runner.stop([self.procs.pop(n) for n in names if n in self.procs])
+
+    def kill(self, *names: str) -> None:
+        """SIGKILL: no commit, no flush, as a power cut or the OOM killer would leave it."""
+        for n in names:
+            p = self.procs.pop(n)
+            p.kill()
+            p.wait(30)
 
     def logs(self, *names: str) -> str:
         out = []

@@ -24,10 +24,16 @@ SCHEMA_VERSION = 1
 TOPIC_FRAMES = "aimass.frames"  # key: camera_id
 TOPIC_SENSORS = "aimass.sensors"  # key: sensor_id
 TOPIC_DETECTIONS = "aimass.detections"  # key: camera_id
-TOPIC_VIOLATIONS = "aimass.violations"  # key: rule_id
+TOPIC_VIOLATIONS = "aimass.violations"  # key: site_id (a site's incidents in order, for correlation and alerts)
 TOPIC_DEADLETTER = "aimass.deadletter"  # key: original key
 TOPIC_CONTROL_RULES = "aimass.control.rules"  # key: site_id; compacted: the latest site file per site
-TOPICS = (TOPIC_FRAMES, TOPIC_SENSORS, TOPIC_DETECTIONS, TOPIC_VIOLATIONS, TOPIC_DEADLETTER, TOPIC_CONTROL_RULES)
+# Workers' own state (aimass.state), compacted, partitioned like the input topic named beside each.
+TOPIC_STATE_TRACKS = "aimass.state.tracks"  # detector's tracker per camera; like frames
+TOPIC_STATE_RULES_CAMERAS = "aimass.state.rules-cameras"  # rule state per camera; like detections
+TOPIC_STATE_RULES_SENSORS = "aimass.state.rules-sensors"  # rule state per sensor; like sensors
+TOPIC_STATE_RULES_SITES = "aimass.state.rules-sites"  # correlation state per site; like violations
+TOPICS = (TOPIC_FRAMES, TOPIC_SENSORS, TOPIC_DETECTIONS, TOPIC_VIOLATIONS, TOPIC_DEADLETTER, TOPIC_CONTROL_RULES,
+          TOPIC_STATE_TRACKS, TOPIC_STATE_RULES_CAMERAS, TOPIC_STATE_RULES_SENSORS, TOPIC_STATE_RULES_SITES)
 
 # Size limits (bytes). A frame's JPEG is the only large field.
 MAX_JPEG_BYTES = 2 * 1024 * 1024

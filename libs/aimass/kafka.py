@@ -32,12 +32,18 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         contracts.TOPIC_VIOLATIONS: settings.partitions_violations,
         contracts.TOPIC_DEADLETTER: settings.partitions_deadletter,
         contracts.TOPIC_CONTROL_RULES: 1,  # one ordered history of site files
+        # State topics: exactly as many partitions as the input they belong to (aimass.state).
+        contracts.TOPIC_STATE_TRACKS: settings.partitions_frames,
+        contracts.TOPIC_STATE_RULES_CAMERAS: settings.partitions_detections,
+        contracts.TOPIC_STATE_RULES_SENSORS: settings.partitions_sensors,
+        contracts.TOPIC_STATE_RULES_SITES: settings.partitions_violations,
     }
 
 
 # Topics that keep only the latest value per key (brokers without compaction keep all; readers
 # take the last per key either way).
-COMPACTED = {contracts.TOPIC_CONTROL_RULES}
+COMPACTED = {contracts.TOPIC_CONTROL_RULES, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_STATE_RULES_CAMERAS,
+             contracts.TOPIC_STATE_RULES_SENSORS, contracts.TOPIC_STATE_RULES_SITES}
 
 
 async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:

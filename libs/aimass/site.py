@@ -145,7 +145,8 @@ class _Rule(_Model):
     enabled: bool = True
     schedule: list[Window] = Field(default=[], description="when the rule is armed; empty = always")
     update_s: float = Field(default=60.0, ge=0, description="while an incident lasts, an update event this often "
-                                                            "(zone intrusion, occupancy, sensor threshold); 0: none")
+                                                            "(zone intrusion, occupancy, sensor threshold, stopped, "
+                                                            "left behind); 0: none")
 
 
 class ZoneIntrusionRule(_Rule):
@@ -184,6 +185,45 @@ class DwellRule(_Rule, _ObjectFilter):
     zone: IdStr
     seconds: float = Field(gt=0)
     clear_s: float = Field(default=1.5, gt=0, description="the object counts as gone after this long unseen in the zone")
+
+
+class _AtRestRule(_Rule, _ObjectFilter):
+    """A tracked object at rest in a zone (services/rules/stationary.py): it counts as at rest while its
+    bottom centre stays within ``max_move`` of the mean of its positions since it came to rest."""
+
+    zone: IdStr
+    seconds: float = Field(gt=0)
+    max_move: float = Field(default=0.03, gt=0, le=0.5,
+                            description="how far (normalised) the bottom centre may wander and still be at "
+                                        "rest; farther means the object moved and its clock starts again")
+    clear_s: float = Field(default=2.0, gt=0, description="the object counts as gone after this long unseen")
+
+
+class StoppedRule(_AtRestRule):
+    """A vehicle stopped in a no-parking zone: one tracked object at rest in the zone for ``seconds``."""
+
+    type: Literal["stopped"]
+    classes: list[str] = Field(default=["vehicle"], min_length=1)
+
+
+class LeftBehindRule(_AtRestRule):
+    """An object left behind: one tracked object at rest in the zone for ``seconds`` with no object of
+    ``owner_classes`` within ``owner_distance`` of it all that time."""
+
+    type: Literal["left_behind"]
+    classes: list[str] = Field(default=["bag"], min_length=1)
+    owner_classes: list[str] = Field(default=["person"], min_length=1)
+    owner_distance: float = Field(default=0.15, gt=0, le=1.5,
+                                  description="an owner whose bottom centre is this close (normalised) to the "
+                                              "object's attends it")
+
+    @field_validator("owner_classes")
+    @classmethod
+    def _owners_are_not_watched(cls, v: list[str], info) -> list[str]:
+        both = sorted(set(v) & set(info.data.get("classes", ())))
+        if both:
+            raise ValueError(f"{both} cannot be both the objects watched ('classes') and their owners")
+        return v
 
 
 class OccupancyRule(_Rule, _ObjectFilter):
@@ -242,16 +282,18 @@ class SensorStaleRule(_Rule):
 
 
 class CorrelationRule(_Rule):
-    """Two other rules start incidents within ``within_s`` of each other (in either order), e.g. a
-    smoke sensor and a person seen in the server room."""
+    """``when: both``: two other rules start incidents within ``within_s`` of each other (in either
+    order), e.g. a smoke sensor and a person seen in the server room. ``when: first_without_second``:
+    the first starts one and the second does not within ``within_s`` (a door opened, nobody seen)."""
 
     type: Literal["correlation"]
     rules: tuple[IdStr, IdStr]
     within_s: float = Field(gt=0)
+    when: Literal["both", "first_without_second"] = "both"
 
 
-Rule = Annotated[Union[ZoneIntrusionRule, LineCrossingRule, DwellRule, OccupancyRule, SensorThresholdRule,
-                       SensorRateRule, SensorStaleRule, CorrelationRule],
+Rule = Annotated[Union[ZoneIntrusionRule, LineCrossingRule, DwellRule, StoppedRule, LeftBehindRule, OccupancyRule,
+                       SensorThresholdRule, SensorRateRule, SensorStaleRule, CorrelationRule],
                  Field(discriminator="type")]
 
 
@@ -308,6 +350,13 @@ class Site(_Model):
                 if missing:
                     raise ValueError(f"rules.{i}.rules: rule {r.id!r} correlates {missing}, which are not other "
                                      f"rules of this site; rules: {sorted(ids - {r.id})}")
+                if r.rules[0] == r.rules[1]:
+                    raise ValueError(f"rules.{i}.rules: rule {r.id!r} correlates {r.rules[0]!r} with itself; "
+                                     "name two different rules")
+                loop = _correlation_loop(self.rules, r.id)
+                if loop:
+                    raise ValueError(f"rules.{i}.rules: correlation rules read each other in a loop "
+                                     f"({' -> '.join(loop)}); each would fire on the other's incidents")
             elif hasattr(r, "sensor") and r.sensor not in sensors:
                 raise ValueError(f"rules.{i}.sensor: rule {r.id!r}: sensor {r.sensor!r} is not defined; "
                                  f"sensors: {sorted(sensors)}")
@@ -318,6 +367,23 @@ class Site(_Model):
 
     def sensor(self, sensor_id: str) -> Sensor | None:
         return next((s for s in self.sensors if s.id == sensor_id), None)
+
+
+def _correlation_loop(rules: list, start: str) -> list[str]:
+    """A cycle of correlation rules reading each other that passes through ``start``, or []."""
+    reads = {r.id: list(r.rules) for r in rules if isinstance(r, CorrelationRule)}
+    path: list[str] = []
+
+    def walk(rid: str) -> bool:
+        if rid in path:
+            return rid == start
+        path.append(rid)
+        if any(walk(nxt) for nxt in reads.get(rid, ())):
+            return True
+        path.pop()
+        return False
+
+    return path + [start] if walk(start) else []
 
 
 class SiteFileError(ValueError):

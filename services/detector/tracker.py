@@ -6,9 +6,10 @@ Pure numpy, no GPU. Track ids are derived from the source — the capture time (
 the track began times 1000 plus the detection's index in that frame — so a replay of the same frames
 gives the same ids and ids never collide across worker restarts.
 
-State is in memory per detector worker: a camera's frames all reach one worker (the frames topic is
-keyed by camera), and after a restart or rebalance a camera's tracks begin again from the next frame
-(objects get new ids; rules that need continuity key on zones, not ids).
+A camera's frames all reach one detector worker (the frames topic is keyed by camera). The worker
+stores each camera's tracker (``to_state``) in a state topic after the batch's detections went out
+(aimass.state), so after a restart or rebalance the next worker resumes the same tracks
+(``from_state``) and recognises frames it already handled (``handled``).
 """
 
 from __future__ import annotations
@@ -81,13 +82,37 @@ class CameraTracker:
     tracks: list[Track] = field(default_factory=list)
     last_seq: int = -1
     last_ms: float = float("-inf")
+    run_start_ms: float = float("-inf")  # capture time of the current gateway run's first frame
+
+    def handled(self, captured_ms: float, seq: int) -> bool:
+        """Whether a frame is one this tracker has already taken in (a redelivery): neither its seq nor
+        its capture time is newer than the last frame's, or it was captured before the current gateway
+        run began (a redelivery from before a restart, whose seq may be higher). A restart begins seq
+        again with later capture times, so its frames are new."""
+        return (captured_ms <= self.last_ms and seq <= self.last_seq) or captured_ms < self.run_start_ms
+
+    def to_state(self) -> dict:
+        """Plain data for the state topic (see from_state)."""
+        def finite(x: float) -> float | None:
+            return x if x > float("-inf") else None
+        return {"last_seq": self.last_seq, "last_ms": finite(self.last_ms), "run_start_ms": finite(self.run_start_ms),
+                "tracks": [[t.track_id, t.label, t.box.tolist(), t.velocity.tolist(), t.last_ms, t.hits]
+                           for t in self.tracks]}
+
+    @classmethod
+    def from_state(cls, data: dict, config: TrackerConfig | None = None) -> "CameraTracker":
+        def time(key: str) -> float:
+            return float("-inf") if data.get(key) is None else float(data[key])
+        tracks = [Track(int(tid), str(label), np.asarray(box, np.float64), np.asarray(vel, np.float64), float(at), int(hits))
+                  for tid, label, box, vel, at, hits in data.get("tracks", [])]
+        return cls(config or TrackerConfig(), tracks, int(data.get("last_seq", -1)), time("last_ms"), time("run_start_ms"))
 
     def update(self, objects: list[DetectedObject], captured_ms: float, seq: int) -> list[DetectedObject]:
         """Assign track ids to one frame's objects (same order as given). Frames must come in capture
         order; a frame older than the last one seen (a replayed duplicate) gets ids by association
         only, without changing any track."""
         cfg = self.config
-        stale = captured_ms <= self.last_ms and seq <= self.last_seq
+        stale = self.handled(captured_ms, seq)
         if not stale:
             self.tracks = [t for t in self.tracks if captured_ms - t.last_ms <= cfg.max_lost_ms]
         boxes = np.array([[o.x1, o.y1, o.x2, o.y2] for o in objects], dtype=np.float64).reshape(-1, 4)
@@ -124,6 +149,8 @@ class CameraTracker:
                 if not stale:
                     self.tracks.append(Track(ids[j], labels[j], boxes[j], np.zeros(4), captured_ms))
         if not stale:
+            if seq <= self.last_seq or self.last_seq < 0:  # a new gateway run (or the first frame)
+                self.run_start_ms = captured_ms
             self.last_seq, self.last_ms = seq, captured_ms
         return [DetectedObject(o.label, o.class_id, o.score, o.x1, o.y1, o.x2, o.y2, track_id=i)
                 for o, i in zip(objects, ids)]
@@ -135,6 +162,16 @@ class Trackers:
     def __init__(self, config: TrackerConfig | None = None):
         self.config = config or TrackerConfig()
         self.cameras: dict[str, CameraTracker] = {}
+
+    def restore(self, camera_id: str, data: dict) -> None:
+        self.cameras[camera_id] = CameraTracker.from_state(data, self.config)
+
+    def forget(self, camera_id: str) -> None:
+        self.cameras.pop(camera_id, None)
+
+    def handled(self, camera_id: str, captured_ms: float, seq: int) -> bool:
+        tracker = self.cameras.get(camera_id)
+        return tracker is not None and tracker.handled(captured_ms, seq)
 
     def update(self, camera_id: str, objects: list[DetectedObject], captured_ms: float, seq: int) -> list[DetectedObject]:
         tracker = self.cameras.get(camera_id)

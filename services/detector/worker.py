@@ -3,7 +3,9 @@ tracks objects per camera, produces one ``detections`` message per frame.
 
 Decode and inference run in one worker thread (ONNX Runtime and simplejpeg release the GIL), so the
 event loop keeps heartbeating while a batch runs. A batch's output messages are delivered before the
-batch's input offsets are acknowledged: at least once, and a crash replays the batch.
+batch's input offsets are acknowledged: at least once, and a crash replays the batch. Each camera's
+tracker is stored in a state topic after its detections went out (aimass.state), so a restarted or
+rebalanced worker resumes the tracks and skips frames whose detections were already sent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aimass import contracts, telemetry
 from aimass.contracts import ContractError, Detections, Frame
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import DetectorSettings
+from aimass.state import StateTopic
 from aimass_detector.engine import Detector
 from aimass_detector.model import load_spec
 from aimass_detector.preprocess import BadImage
@@ -36,6 +39,7 @@ class Counters:
     batches: int = 0
     objects: int = 0
     stale: int = 0
+    replayed: int = 0  # redelivered frames whose detections were already sent
     dead: int = 0
 
 
@@ -62,6 +66,7 @@ def build_app(settings: DetectorSettings, detector: Detector | None = None) -> f
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     counters = Counters()
     trackers = Trackers()
+    tracks = StateTopic(app, settings, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_FRAMES, settings.partitions_frames)
     state: dict[str, Detector] = {}
     tracer = telemetry.tracer("aimass.detector")
 
@@ -85,6 +90,11 @@ def build_app(settings: DetectorSettings, detector: Detector | None = None) -> f
             await asyncio.sleep(0.05)  # polls the load task above; the stream waits, nothing is lost
         return state["model"]
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs) -> None:
+        for key in tracks.keys_in(tracks.assigned(assigned)):
+            trackers.forget(key.decode())  # another worker owns this camera now
+
     @app.agent(frames_topic)
     async def detect(stream):
         loop = asyncio.get_running_loop()
@@ -101,6 +111,12 @@ def build_app(settings: DetectorSettings, detector: Detector | None = None) -> f
                     counters.dead += 1
                     await dead.send(source_topic=m.topic, original=ev.value, key=m.key, error=exc,
                                     partition=m.partition, offset=m.offset)
+                    continue
+                restored = await tracks.ensure(m.partition)
+                for key, data in (restored or {}).items():
+                    trackers.restore(key.decode(), data)
+                if trackers.handled(frame.camera_id, frame.captured_ms, frame.seq):
+                    counters.replayed += 1
                     continue
                 if received - frame.captured_ms > settings.max_frame_age_s * 1000:
                     counters.stale += 1
@@ -146,13 +162,17 @@ def build_app(settings: DetectorSettings, detector: Detector | None = None) -> f
                     headers = dict(telemetry.inject())
                 pending.append(await out_topic.send(key=frame.camera_id.encode(), value=contracts.encode(out),
                                                     headers=headers, force=True))
-            # Delivered before the batch's offsets are acknowledged (when this loop turns).
+            # Delivered before the batch's offsets are acknowledged (when this loop turns), and before
+            # the trackers that reflect them are stored.
             await asyncio.gather(*pending)
+            for camera_id, partition in {f.camera_id: m.partition for f, (_, m) in zip(frames, ctxs)}.items():
+                if camera_id in trackers.cameras:
+                    tracks.save(partition, camera_id.encode(), trackers.cameras[camera_id].to_state())
 
     @app.timer(10.0)
     async def report() -> None:
-        log.info("detector: %d frames in %d batches, %d objects, %d stale skipped, %d dead letters",
-                 counters.frames, counters.batches, counters.objects, counters.stale, counters.dead)
+        log.info("detector: %d frames in %d batches, %d objects, %d stale skipped, %d already handled, %d dead letters",
+                 counters.frames, counters.batches, counters.objects, counters.stale, counters.replayed, counters.dead)
 
     app.aimass_counters = counters  # for tests
     app.aimass_ready = lambda: "model" in state

@@ -5,19 +5,31 @@ Each rule type is a ``RuleEvaluator`` (see evaluator.py) registered in ``EVALUAT
 holds one plain-data state object per rule and one ``Cursor`` per source.
 
 Duplicates and restarts, per camera or sensor (``Cursor.admit``):
-  * seq greater than the last accepted one: new input, unless its capture time is more than
-    ``STALE_MS`` older than the last accepted one's (a redelivery from a gateway run before a restart);
-  * seq not greater, capture time strictly later: the gateway restarted and its seq began again.
-    No "far backwards" threshold is needed: a redelivered or reordered message carries its original,
-    earlier-or-equal capture time, so only a new gateway run can look like this. Rule state carries
-    on across a restart (an open incident ends the usual way);
+  * seq greater than the last accepted one: new input, unless it was captured before the current
+    gateway run began (a redelivery from a run before a restart, whose seq may well be higher);
+  * seq not greater, capture time strictly later: the gateway restarted and its seq began again; the
+    run's first capture time is remembered. No "far backwards" threshold is needed: a redelivered or
+    reordered message carries its original, earlier-or-equal capture time, so only a new gateway run
+    can look like this. Rule state carries on across a restart (an open incident ends the usual way);
   * otherwise: a duplicate delivery (a retry) or a stale reordered message, ignored and counted.
+
+Correlation rules read other rules' events. The worker feeds every event on the violations topic back
+through ``on_violation`` (so they work across workers, cameras and sensors); offline callers use
+``follow``, which does the same in memory.
+
+State per source (``export_state`` / ``import_state`` / ``forget``): a source's cursor and the states of
+the rules kept with it (``RuleEvaluator.home``), as plain data, so the worker can store it in a state
+topic and a restarted worker can resume. Each rule's state is stored with a fingerprint of its
+configuration and is resumed only while that is unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import msgspec
 
 from aimass.contracts import Detections, SensorReading, Violation, now_ms
 from aimass.site import Site
@@ -30,13 +42,12 @@ from aimass_rules.schedule import armed
 from aimass_rules.sensor_rate import SensorRate
 from aimass_rules.sensor_stale import SensorStale
 from aimass_rules.sensor_threshold import SensorThreshold
+from aimass_rules.stationary import LeftBehind, Stopped
 from aimass_rules.zone_intrusion import ZoneIntrusion
 
 EVALUATORS: dict[str, type[RuleEvaluator]] = {
-    cls.rule_type: cls for cls in (ZoneIntrusion, LineCrossing, Dwell, Occupancy, SensorThreshold, SensorRate,
-                                   SensorStale, Correlation)}
-
-STALE_MS = 60_000.0
+    cls.rule_type: cls for cls in (ZoneIntrusion, LineCrossing, Dwell, Stopped, LeftBehind, Occupancy, SensorThreshold,
+                                   SensorRate, SensorStale, Correlation)}
 
 
 @dataclass
@@ -45,13 +56,15 @@ class Cursor:
 
     seq: int
     captured_ms: float
+    run_start_ms: float = float("-inf")  # capture time of the current gateway run's first input
 
     def admit(self, seq: int, captured_ms: float) -> str:
         """"new", "restart" (accepted too) or "stale"; advances the cursor when accepted."""
-        if seq > self.seq and captured_ms >= self.captured_ms - STALE_MS:
+        if seq > self.seq and captured_ms >= self.run_start_ms:
             verdict = "new"
         elif seq <= self.seq and captured_ms > self.captured_ms:
             verdict = "restart"
+            self.run_start_ms = captured_ms
         else:
             return "stale"
         self.seq, self.captured_ms = seq, captured_ms
@@ -85,13 +98,69 @@ class RuleEngine:
     def on_reading(self, r: SensorReading) -> list[Violation]:
         return self._dispatch(("sensor", r.sensor_id), r)
 
-    def on_tick(self, now_ms: float) -> list[Violation]:
-        """The worker's clock (rules that judge silence, e.g. a stale sensor)."""
+    def on_tick(self, now_ms: float, owns: Callable[[Source], bool] | None = None) -> list[Violation]:
+        """The worker's clock (rules that judge silence, e.g. a stale sensor). ``owns`` limits it to
+        the rules whose home source this worker owns (with several workers, each judges its own)."""
         out: list[Violation] = []
         for ev in self._evaluators.values():
-            if armed(ev.rule.schedule, self.site.site.timezone, now_ms):
+            if (owns is None or owns(ev.home())) and armed(ev.rule.schedule, self.site.site.timezone, now_ms):
                 out += ev.on_tick(now_ms, self.states[ev.rule.id])
-        return self._stamp(self._correlate(out))
+        return self._stamp(out)
+
+    def on_violation(self, v: Violation) -> list[Violation]:
+        """A violation event from the violations topic: the correlation rules listening to its rule."""
+        if v.site_id != self.site.site.id:
+            return []
+        out: list[Violation] = []
+        for ev in self._listeners.get(v.rule_id, ()):
+            out += ev.on_violation(v, self.states[ev.rule.id])
+        return self._stamp(out)
+
+    def follow(self, events: list[Violation]) -> list[Violation]:
+        """``events`` and every correlation event they lead to, as the violations topic would feed them
+        back (for offline use: the evaluation harness and tests)."""
+        out, queue = [], list(events)
+        while queue:
+            v = queue.pop(0)
+            out.append(v)
+            queue += self.on_violation(v)
+        return out
+
+    # -- state per source ---------------------------------------------------------------------
+
+    def home_of(self, rule_id: str) -> Source:
+        return self._evaluators[rule_id].home()
+
+    def export_state(self, source: Source) -> dict:
+        """The source's cursor and its rules' states, as plain data (see import_state)."""
+        cur = self.cursors.get(source)
+        return {"cursor": [cur.seq, cur.captured_ms, cur.run_start_ms] if cur else None,
+                "rules": {rid: {"config": self._fingerprints[rid], "state": msgspec.to_builtins(self.states[rid])}
+                          for rid in self._homes.get(source, ())}}
+
+    def import_state(self, source: Source, data: dict) -> int:
+        """Resume a source from ``export_state`` output; rules whose configuration changed since start
+        fresh. Returns the number of rule states resumed."""
+        cur = data.get("cursor")
+        if cur:
+            self.cursors[source] = Cursor(int(cur[0]), float(cur[1]), float(cur[2]) if len(cur) > 2 else float("-inf"))
+        resumed = 0
+        for rid, saved in (data.get("rules") or {}).items():
+            ev = self._evaluators.get(rid)
+            if ev is None or ev.home() != source or saved.get("config") != self._fingerprints[rid]:
+                continue
+            try:
+                self.states[rid] = msgspec.convert(saved["state"], ev.state_type)
+                resumed += 1
+            except (msgspec.ValidationError, KeyError, TypeError):
+                self.states[rid] = ev.new_state()
+        return resumed
+
+    def forget(self, source: Source) -> None:
+        """Drop a source's cursor and its rules' states (another worker owns it now)."""
+        self.cursors.pop(source, None)
+        for rid in self._homes.get(source, ()):
+            self.states[rid] = self._evaluators[rid].new_state()
 
     def replace_site(self, site: Site) -> list[Violation]:
         """Switch to ``site``. A rule whose evaluator config (the rule and what it references, e.g. its
@@ -129,11 +198,14 @@ class RuleEngine:
         self.states = {rid: states[rid] if rid in states else ev.new_state() for rid, ev in evals.items()}
         self._routes = {}
         self._listeners: dict[str, list[RuleEvaluator]] = {}
+        self._homes: dict[Source, list[str]] = {}
+        self._fingerprints = {rid: hashlib.sha1(repr(ev.config).encode()).hexdigest()[:16] for rid, ev in evals.items()}
         for ev in self._evaluators.values():
             for src in ev.sources():
                 self._routes.setdefault(src, []).append(ev)
             for rid in ev.listens():
                 self._listeners.setdefault(rid, []).append(ev)
+            self._homes.setdefault(ev.home(), []).append(ev.rule.id)
 
     def _dispatch(self, source: Source, msg: Detections | SensorReading) -> list[Violation]:
         if msg.site_id != self.site.site.id:
@@ -141,7 +213,7 @@ class RuleEngine:
             return []
         cur = self.cursors.get(source)
         if cur is None:
-            self.cursors[source] = Cursor(msg.seq, msg.captured_ms)
+            self.cursors[source] = Cursor(msg.seq, msg.captured_ms, msg.captured_ms)
         else:
             verdict = cur.admit(msg.seq, msg.captured_ms)
             if verdict == "stale":
@@ -157,15 +229,7 @@ class RuleEngine:
                 out += ev.close(state, msg.captured_ms, "outside the rule's schedule")
                 continue
             out += ev.on_detections(msg, state) if source[0] == "camera" else ev.on_reading(msg, state)
-        return self._stamp(self._correlate(out))
-
-    def _correlate(self, out: list[Violation]) -> list[Violation]:
-        """Feed events to the rules that listen to other rules; their events follow (one level)."""
-        extra: list[Violation] = []
-        for v in out:
-            for ev in self._listeners.get(v.rule_id, ()):
-                extra += ev.on_violation(v, self.states[ev.rule.id])
-        return out + extra
+        return self._stamp(out)
 
     def _last_event_ms(self, ev: RuleEvaluator) -> float:
         times = [self.cursors[s].captured_ms for s in ev.sources() if s in self.cursors]

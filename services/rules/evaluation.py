@@ -74,7 +74,7 @@ def run_scenario(sc: Scenario, detector: Detector) -> list[Outcome]:
     starts: dict[str, list[float]] = defaultdict(list)
 
     def collect(violations):
-        for v in violations:
+        for v in engine.follow(violations):  # correlation rules read the others' events, as in the worker
             if v.event == "start":
                 starts[v.rule_id].append((v.at_ms - sc.start_ms) / 1000)
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal
 from aimass.contracts import Detections, SensorReading, Violation
 from aimass.site import Site
 
-SourceKind = Literal["camera", "sensor"]
-Source = tuple[SourceKind, str]  # which input stream a rule reads, e.g. ("camera", "cam-1")
+SourceKind = Literal["camera", "sensor", "site"]
+Source = tuple[SourceKind, str]  # which input stream a rule reads, e.g. ("camera", "cam-1"); "site": its violations
 Edge = Literal["start", "end"]
 
 
@@ -126,6 +126,11 @@ class RuleEvaluator:
 
     def sources(self) -> tuple[Source, ...]:
         raise NotImplementedError
+
+    def home(self) -> Source:
+        """The input stream whose partition keeps this rule's state (aimass.state): the worker that
+        owns that partition evaluates the rule, also on clock ticks."""
+        return self.sources()[0]
 
     def new_state(self) -> Any:
         return self.state_type()

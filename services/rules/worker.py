@@ -1,8 +1,12 @@
-"""The rules worker: consumes ``detections`` and ``sensors``, evaluates the site's rules, produces
-``violations``.
+"""The rules worker: consumes ``detections``, ``sensors`` and its own ``violations`` (for correlation),
+evaluates the site's rules, produces ``violations``.
 
-State lives per camera and per sensor; both topics are keyed by camera or sensor id, so every
-camera's frames reach one worker in order. Violations are delivered before the input is acknowledged.
+Every input topic is keyed by what its state belongs to (camera, sensor, site), so each key's input
+reaches one worker in order, and the engine's state for it is stored in the matching state topic
+(aimass.state) after the violations it led to were delivered. A restarted or rebalanced worker resumes
+each camera's and sensor's streaks and open incidents from there: an intrusion under way when a worker
+dies keeps its one incident. Ticks (silence, "A without B") are judged only for the keys this worker
+owns.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from aimass.contracts import ContractError, Detections, SensorReading, Violation
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import RulesSettings
 from aimass.site import Site, SiteFileError, load_site, parse_site
+from aimass.state import StateTopic
 from aimass_rules import control
 from aimass_rules.engine import RuleEngine
+from aimass_rules.evaluator import Source
 
 log = logging.getLogger("aimass.rules")
 SERVICE = "rules"
@@ -32,6 +38,7 @@ class Counters:
     violations: int = 0
     unknown: int = 0
     dead: int = 0
+    restored: int = 0  # rule states resumed from the state topics
 
 
 def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
@@ -43,6 +50,12 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     out_topic = raw_topic(app, settings, contracts.TOPIC_VIOLATIONS)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     control_topic = settings.topic(contracts.TOPIC_CONTROL_RULES)
+    # Where each kind of source keeps its state: (state topic, input topic, partitions).
+    states: dict[str, StateTopic] = {
+        kind: StateTopic(app, settings, name, source, n) for kind, name, source, n in (
+            ("camera", contracts.TOPIC_STATE_RULES_CAMERAS, contracts.TOPIC_DETECTIONS, settings.partitions_detections),
+            ("sensor", contracts.TOPIC_STATE_RULES_SENSORS, contracts.TOPIC_SENSORS, settings.partitions_sensors),
+            ("site", contracts.TOPIC_STATE_RULES_SITES, contracts.TOPIC_VIOLATIONS, settings.partitions_violations))}
     counters = Counters()
     tracer = telemetry.tracer("aimass.rules")
     log.info("rules: site %s with %d cameras, %d sensors, %d rules from %s", site.site.id,
@@ -54,19 +67,44 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             with tracer.start_as_current_span("violation", context=ctx) as span:
                 span.set_attribute("rule.id", v.rule_id)
                 headers = dict(telemetry.inject())
-            futs.append(await out_topic.send(key=v.rule_id.encode(), value=contracts.encode(v), headers=headers, force=True))
+            futs.append(await out_topic.send(key=v.site_id.encode(), value=contracts.encode(v), headers=headers,
+                                             force=True))
         for f in futs:
             await f
         counters.violations += len(violations)
 
-    async def process(stream, cls, known, handle):
+    async def resume(kind: str, partition: int) -> None:
+        """Load the stored state of a partition's keys the first time it is met after an assignment."""
+        restored = await states[kind].ensure(partition)
+        for key, data in (restored or {}).items():
+            if isinstance(data, dict):
+                counters.restored += engine.import_state((kind, key.decode()), data)
+
+    def owns(source: Source) -> bool:
+        return states[source[0]].owns(source[1].encode())
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs) -> None:
+        for kind, st in states.items():
+            for key in st.keys_in(st.assigned(assigned)):
+                engine.forget((kind, key.decode()))  # another worker owns it now
+        # Sensors and sites are loaded at once, not on their first input: ticks judge silence, which
+        # has no input to wait for. In the background, so the rebalance is not held up; ticks skip a
+        # partition until it is loaded, and its input waits for the same load.
+        for kind in ("sensor", "site"):
+            for tp in assigned:
+                if tp.topic == states[kind].source:
+                    asyncio.ensure_future(resume(kind, tp.partition))
+
+    async def process(stream, cls, kind: str, handle):
         await caught_up.wait()  # evaluate with the latest applied site file, not the one on disk
         async for event in stream.events():
             m = event.message
             try:
                 msg = contracts.decode(event.value, cls)
                 ident = msg.camera_id if cls is Detections else msg.sensor_id
-                if not known(ident):
+                known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
+                if known is None:
                     raise ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site file "
                                         f"{settings.site_file} does not define; add it there or fix the gateway")
             except ContractError as exc:
@@ -76,11 +114,14 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 await dead.send(source_topic=m.topic, original=event.value, key=m.key, error=exc,
                                 partition=m.partition, offset=m.offset)
                 continue
+            await resume(kind, m.partition)
             msg.stamps["rules_in"] = contracts.now_ms()
             ctx = telemetry.extract(m.headers)
             with tracer.start_as_current_span("rules", context=ctx):
                 violations = handle(msg)
             await emit(violations, ctx)
+            # Stored after its violations went out (see aimass.state).
+            states[kind].save(m.partition, ident.encode(), engine.export_state((kind, ident)))
 
     caught_up = asyncio.Event()
 
@@ -113,27 +154,52 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         def handle(d):
             counters.detections += 1
             return engine.on_detections(d)
-        await process(stream, Detections, lambda c: engine.site.camera(c) is not None, handle)
+        await process(stream, Detections, "camera", handle)
 
     @app.agent(sensor_topic)
     async def on_sensors(stream):
         def handle(r):
             counters.readings += 1
             return engine.on_reading(r)
-        await process(stream, SensorReading, lambda s: engine.site.sensor(s) is not None, handle)
+        await process(stream, SensorReading, "sensor", handle)
+
+    @app.agent(out_topic)
+    async def on_violations(stream):
+        """Correlation: every violation event of the site, this worker's own included."""
+        await caught_up.wait()
+        async for event in stream.events():
+            m = event.message
+            try:
+                v = contracts.decode(event.value, Violation)
+            except ContractError as exc:
+                counters.dead += 1
+                await dead.send(source_topic=m.topic, original=event.value, key=m.key, error=exc,
+                                partition=m.partition, offset=m.offset)
+                continue
+            if v.site_id != engine.site.site.id:
+                continue
+            await resume("site", m.partition)
+            ctx = telemetry.extract(m.headers)
+            await emit(engine.on_violation(v), ctx)
+            states["site"].save(m.partition, v.site_id.encode(), engine.export_state(("site", v.site_id)))
 
     @app.timer(1.0)
     async def tick() -> None:
-        if caught_up.is_set():
-            await emit(engine.on_tick(contracts.now_ms()), None)
+        if not caught_up.is_set():
+            return
+        out = engine.on_tick(contracts.now_ms(), owns=owns)
+        await emit(out, None)
+        for kind, ident in {engine.home_of(v.rule_id) for v in out}:
+            st = states[kind]
+            st.save(st.partition_of(ident.encode()), ident.encode(), engine.export_state((kind, ident)))
 
     @app.timer(10.0)
     async def report() -> None:
         st = engine.stats
         log.info("rules: %d detections, %d readings, %d violation events, %d dead letters (%d unknown sources); "
-                 "%d stale/duplicate inputs ignored, %d gateway restarts, %d from other sites",
+                 "%d stale/duplicate inputs ignored, %d gateway restarts, %d from other sites, %d rule states resumed",
                  counters.detections, counters.readings, counters.violations, counters.dead, counters.unknown,
-                 st.stale, st.restarts, st.foreign)
+                 st.stale, st.restarts, st.foreign, counters.restored)
 
     app.aimass_counters = counters
     app.aimass_ready = caught_up.is_set

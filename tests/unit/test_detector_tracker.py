@@ -81,3 +81,18 @@ def test_trackers_are_per_camera():
     assert a == b == 0  # same source-derived id, but separate state
     assert ts.update("cam-a", [_box(0.51)], 200.0, 1)[0].track_id == a
     assert set(ts.cameras) == {"cam-a", "cam-b"}
+
+
+def test_tracker_state_round_trips_through_the_state_topic_encoding():
+    from aimass import state
+    from aimass_detector.tracker import CameraTracker
+    t = CameraTracker()
+    for i in range(4):
+        t.update([DetectedObject("person", 0, 0.9, 0.1 + 0.01 * i, 0.2, 0.3 + 0.01 * i, 0.8)], 1000.0 + 200 * i, i)
+    back = CameraTracker.from_state(state.decode(state.encode(t.to_state())))
+    assert (back.last_seq, back.last_ms, back.run_start_ms) == (t.last_seq, t.last_ms, t.run_start_ms)
+    assert [(k.track_id, k.label, k.box.tolist(), k.velocity.tolist(), k.last_ms, k.hits) for k in back.tracks] == \
+           [(k.track_id, k.label, k.box.tolist(), k.velocity.tolist(), k.last_ms, k.hits) for k in t.tracks]
+    nxt = [DetectedObject("person", 0, 0.9, 0.14, 0.2, 0.34, 0.8)]
+    assert [o.track_id for o in back.update(nxt, 1800.0, 4)] == [o.track_id for o in t.update(nxt, 1800.0, 4)]
+    assert back.handled(1600.0, 3) and not back.handled(2000.0, 5)

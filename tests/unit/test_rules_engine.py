@@ -73,7 +73,8 @@ def test_registry_covers_every_rule_type():
     schema_types = {typing.get_args(cls.model_fields["type"].annotation)[0]
                     for cls in typing.get_args(typing.get_args(Rule)[0])}
     assert set(EVALUATORS) == schema_types == {"zone_intrusion", "line_crossing", "dwell", "occupancy",
-                                               "sensor_threshold", "sensor_rate", "sensor_stale", "correlation"}
+                                               "sensor_threshold", "sensor_rate", "sensor_stale", "correlation",
+                                               "stopped", "left_behind"}
 
 
 def test_routing_by_source():
@@ -169,3 +170,53 @@ def test_state_is_plain_data():
     assert dataclasses.is_dataclass(st) and st.incident is not None
     data = msgspec.json.encode(st)  # persistable as it is
     assert msgspec.json.decode(data, type=TriggerState) == st
+
+
+def _through_the_state_topic(eng, source):
+    """What a restarted worker gets back: the export, encoded and decoded as aimass.state stores it."""
+    from aimass import state
+    return state.decode(state.encode(eng.export_state(source)))
+
+
+def test_a_restarted_engine_resumes_an_open_incident_from_the_stored_state():
+    eng = RuleEngine(site(), clock=Clock())
+    [start] = [v for s in range(3) for v in eng.on_detections(frame(s, PERSON)) if v.rule_id == "r-door"]
+    saved = _through_the_state_topic(eng, ("camera", "cam-1"))
+
+    fresh = RuleEngine(site(), clock=Clock())
+    assert fresh.import_state(("camera", "cam-1"), saved) == 2  # r-door and r-yard
+    assert fresh.on_detections(frame(2, PERSON)) == []  # already handled before the restart
+    assert fresh.on_detections(frame(3, PERSON)) == []  # the intrusion goes on: no second start
+    out = fresh.on_detections(frame(4)) + fresh.on_detections(frame(5))
+    [end] = [v for v in out if v.rule_id == "r-door"]
+    assert end.event == "end" and end.violation_id == start.violation_id
+
+
+def test_stored_state_of_a_changed_rule_is_not_resumed():
+    eng = RuleEngine(site(), clock=Clock())
+    for s in range(3):
+        eng.on_detections(frame(s, PERSON))
+    saved = _through_the_state_topic(eng, ("camera", "cam-1"))
+    fresh = RuleEngine(site(lambda d: rule(d, "r-door").update(min_frames=4)), clock=Clock())
+    assert fresh.import_state(("camera", "cam-1"), saved) == 1  # r-yard only
+    assert fresh.states["r-door"] == TriggerState()
+
+
+def test_forget_drops_a_source_and_its_rules_only():
+    eng = RuleEngine(site(), clock=Clock())
+    for s in range(3):
+        eng.on_detections(frame(s, PERSON))
+    eng.on_reading(reading(0, 60))
+    eng.forget(("camera", "cam-1"))
+    assert eng.states["r-door"] == TriggerState() and ("camera", "cam-1") not in eng.cursors
+    assert eng.states["r-temp"].incident is not None
+    assert eng.export_state(("sensor", "temp-1"))["cursor"] == [0, T0, T0]
+
+
+def test_ticks_judge_only_the_rules_whose_home_this_worker_owns():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["rules"].append({"id": "quiet", "type": "sensor_stale", "sensor": "temp-1", "after_s": 5})
+    eng = RuleEngine(Site.model_validate(data), clock=Clock())
+    eng.on_tick(T0)
+    assert eng.on_tick(T0 + 10_000, owns=lambda source: source != ("sensor", "temp-1")) == []
+    assert events(eng.on_tick(T0 + 10_000, owns=lambda source: True)) == [("quiet", "start")]

@@ -105,12 +105,12 @@ def test_noise_depends_on_seed_and_time_only():
 def test_assets_the_sites_name_exist_are_small_and_credited():
     notice = (ASSETS / "NOTICE").read_text()
     files = [p for p in ASSETS.iterdir() if p.suffix in (".png", ".jpg")]
-    assert {p.stem for p in files} >= {"yard", "person_1", "person_2", "vehicle_1"}
+    assert {p.stem for p in files} >= {"yard", "person_1", "person_2", "vehicle_1", "bag_1"}
     for p in files:
         assert p.stat().st_size < 300_000, p
         assert p.name in notice, f"{p.name} is not credited in assets/NOTICE"
     assert sum(p.stat().st_size for p in ASSETS.iterdir()) < 2_000_000
-    for name in ("person_1", "person_2", "vehicle_1"):
+    for name in ("person_1", "person_2", "vehicle_1", "bag_1"):
         img = cv2.imread(str(ASSETS / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         assert img.shape[2] == 4 and img[:, :, 3].min() == 0 and img[:, :, 3].max() == 255  # a real mask
 

@@ -147,3 +147,43 @@ rules:
     with pytest.raises(SiteFileError) as e:
         parse_site(text.replace("zone: nope", "zone: z\n    min_score: 7"), "site.yaml")
     assert "site.yaml:11: rules.0.zone_intrusion.min_score:" in str(e.value)
+
+
+AT_REST = """site: {id: s}
+cameras:
+  - id: c
+    zones:
+      - {id: z, polygon: [[0, 0], [1, 0], [1, 1]]}
+rules:
+  - id: no-parking
+    type: stopped
+    camera: c
+    zone: z
+    seconds: 60
+  - id: left-bag
+    type: left_behind
+    camera: c
+    zone: z
+    seconds: 30
+"""
+
+
+def test_stopped_and_left_behind_rules_parse_with_their_defaults():
+    from aimass.site import LeftBehindRule, StoppedRule
+    stopped, left = parse_site(AT_REST, "site.yaml").rules
+    assert isinstance(stopped, StoppedRule) and isinstance(left, LeftBehindRule)
+    assert (stopped.classes, stopped.max_move, stopped.clear_s) == (["vehicle"], 0.03, 2.0)
+    assert (left.classes, left.owner_classes, left.owner_distance) == (["bag"], ["person"], 0.15)
+
+
+@pytest.mark.parametrize("old,new,where", [
+    ("    seconds: 60", "    seconds: 60\n    max_move: -0.1", "site.yaml:12: rules.0.stopped.max_move:"),
+    ("    seconds: 60", "    seconds: 0", "site.yaml:11: rules.0.stopped.seconds:"),
+    ("    seconds: 30", "    seconds: 30\n    owner_distance: 0", "site.yaml:17: rules.1.left_behind.owner_distance:"),
+    ("    seconds: 30", "    seconds: 30\n    owner_classes: [bag]", "site.yaml:17: rules.1.left_behind.owner_classes:"),
+    ("    seconds: 30", "    seconds: 30\n    owner: person", "site.yaml:17: rules.1.left_behind.owner:"),
+])
+def test_stopped_and_left_behind_bad_fields_name_file_line_and_field(old, new, where):
+    with pytest.raises(SiteFileError) as e:
+        parse_site(AT_REST.replace(old, new), "site.yaml")
+    assert where in str(e.value), str(e.value)
