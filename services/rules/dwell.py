@@ -45,8 +45,10 @@ class Dwell(ZoneEvaluator):
             stay.last_ms = now
             cooling = now < st.cooldown_until_ms.get(o.track_id, float("-inf"))
             if stay.incident is None and not cooling and now - stay.first_ms >= r.seconds * 1000:
+                # One incident per track: two tracks can share their first frame (ids have no '/').
                 stay.incident = Incident(
-                    violation_id=violation_id(self.site_id, r.id, r.camera, r.zone, stay.first_ms, stay.first_seq),
+                    violation_id=violation_id(self.site_id, r.id, r.camera, f"{r.zone}/{o.track_id}", stay.first_ms,
+                                              stay.first_seq),
                     started_ms=stay.first_ms, first_seq=stay.first_seq, label=o.label, track_id=o.track_id,
                     peak=o.score)
                 out.append(self._event("start", stay.incident, d, now,

@@ -99,7 +99,10 @@ class LineCrossing(RuleEvaluator):
     def _crossing(self, d: Detections, o, sign: int) -> Violation:
         r = self.rule
         way = "A→B" if sign > 0 else "B→A"
-        inc = Incident(violation_id=violation_id(self.site_id, r.id, r.camera, r.line, d.captured_ms, d.seq),
+        # One incident per crossing: two tracks can cross in the same frame. Ids have no '/', so the
+        # key stays unambiguous.
+        inc = Incident(violation_id=violation_id(self.site_id, r.id, r.camera, f"{r.line}/{o.track_id}", d.captured_ms,
+                                                 d.seq),
                        started_ms=d.captured_ms, first_seq=d.seq, label=o.label, track_id=o.track_id, peak=o.score)
         return self._violation("start", inc, at_ms=d.captured_ms, source_seq=d.seq, stamps=d.stamps,
                                camera_id=r.camera, zone_id=r.line, score=o.score,
