@@ -233,6 +233,8 @@ class OccupancyRule(_Rule, _ObjectFilter):
     zone: IdStr
     max_objects: int = Field(ge=0)
     hold_s: float = Field(default=3.0, ge=0)
+    max_gap_frames: int = Field(default=1, ge=0, description="frames at or under the limit (detector misses) that "
+                                                              "do not break the count towards hold_s")
     clear_frames: int = Field(default=5, ge=1, description="consecutive frames at or under the limit that end it")
 
 

@@ -1,7 +1,8 @@
 """occupancy (crowding): more than ``max_objects`` watched objects in a zone, held for ``hold_s``.
 
 A frame over the limit is a hit; the incident starts once the hits have lasted ``hold_s`` (event
-time) and ends after ``clear_frames`` consecutive frames at or under the limit. Needs no tracking.
+time), with up to ``max_gap_frames`` frames under the limit in between (detector misses) not breaking
+the count, and ends after ``clear_frames`` consecutive frames at or under the limit. Needs no tracking.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Occupancy(ZoneEvaluator):
         count = len(self.present(d.objects))
         over = count > r.max_objects
         edge = advance(st, hit=over, clear=not over, at_ms=d.captured_ms, seq=d.seq, min_hits=1,
-                       clear_after=r.clear_frames)
+                       clear_after=r.clear_frames, max_gap=r.max_gap_frames)
         name = self.zone_name
         if edge == "start" and d.captured_ms - st.streak_start_ms >= r.hold_s * 1000:
             inc = Incident(violation_id=violation_id(self.site_id, r.id, r.camera, r.zone, st.streak_start_ms,

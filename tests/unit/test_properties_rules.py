@@ -234,10 +234,10 @@ def test_zone_intrusion_follows_its_documented_life_cycle(hits, min_frames, max_
 
 
 @given(alternating_runs(), st.integers(0, 2), st.sampled_from([0.0, 0.2, 0.5, 1.0]), st.integers(1, 3), cooldowns,
-       update_every, st.data())
+       update_every, st.integers(0, 2), st.data())
 @settings(max_examples=scaled(70))
 def test_occupancy_follows_its_documented_life_cycle(over, max_objects, hold_s, clear_frames, cooldown_s, update_s,
-                                                      data):
+                                                      max_gap, data):
     ts = data.draw(event_times(len(over)))
     counts = [data.draw(st.integers(max_objects + 1, max_objects + 3) if o else st.integers(0, max_objects))
               for o in over]
@@ -245,17 +245,23 @@ def test_occupancy_follows_its_documented_life_cycle(over, max_objects, hold_s, 
                     + data.draw(st.lists(distractor, max_size=2))) for i, c in enumerate(counts)]
     eng = engine({"id": "r", "type": "occupancy", "camera": "c", "zone": "z", "min_score": MIN_SCORE,
                   "max_objects": max_objects, "hold_s": hold_s, "clear_frames": clear_frames,
-                  "cooldown_s": cooldown_s, "update_s": update_s})
+                  "cooldown_s": cooldown_s, "update_s": update_s, "max_gap_frames": max_gap})
     out = per_frame(eng, frames)
     check_incidents([v for vs in out for v in vs], cooldown_s=cooldown_s, update_s=update_s)
 
-    # The reference: frames over the limit for hold_s (event time) start it, clear_frames frames in a
-    # row at or under the limit end it; the end carries the peak count.
-    ref, run_start, peak, expected = Lasting(cooldown_s, update_s), None, 0, []
+    # The reference: frames over the limit for hold_s (event time) start it, up to max_gap_frames frames
+    # in a row at or under the limit in between do not break the run; clear_frames frames in a row at
+    # or under the limit end it; the end carries the peak count.
+    ref, run_start, gap, peak, expected = Lasting(cooldown_s, update_s), None, 0, 0, []
     for i, t in enumerate(ts):
         got = []
         if not ref.open:
-            run_start = (t if run_start is None else run_start) if over[i] else None
+            if over[i]:
+                run_start, gap = (t if run_start is None else run_start), 0
+            elif run_start is not None:
+                gap += 1
+                if gap > max_gap:
+                    run_start, gap = None, 0
             if over[i] and t - run_start >= hold_s * 1000 and ref.start(t, run_start):
                 peak = counts[i]
                 got.append(("start", run_start, counts[i]))
@@ -268,7 +274,7 @@ def test_occupancy_follows_its_documented_life_cycle(over, max_objects, hold_s, 
             if ref.clears >= clear_frames:
                 got.append(("end", ref.started, peak))
                 ref.end(t)
-                run_start = None
+                run_start, gap = None, 0
         expected.append(got)
     assert events_of(out, "value") == expected
 
