@@ -27,13 +27,16 @@ TOPIC_DETECTIONS = "aimass.detections"  # key: camera_id
 TOPIC_VIOLATIONS = "aimass.violations"  # key: site_id (a site's incidents in order, for correlation and alerts)
 TOPIC_DEADLETTER = "aimass.deadletter"  # key: original key
 TOPIC_CONTROL_RULES = "aimass.control.rules"  # key: site_id; compacted: the latest site file per site
+TOPIC_CONTROL_MODELS = "aimass.control.models"  # key: "routing"; compacted: which model serves which cameras
+TOPIC_MODEL_EVENTS = "aimass.model-events"  # key: model ref; loads, switches, failures, rollbacks, drift
+TOPIC_SHADOW = "aimass.shadow"  # key: camera_id; a shadow model's results beside the serving model's
 # Workers' own state (aimass.state), compacted, partitioned like the input topic named beside each.
 TOPIC_STATE_TRACKS = "aimass.state.tracks"  # detector's tracker per camera; like frames
 TOPIC_STATE_RULES_CAMERAS = "aimass.state.rules-cameras"  # rule state per camera; like detections
 TOPIC_STATE_RULES_SENSORS = "aimass.state.rules-sensors"  # rule state per sensor; like sensors
 TOPIC_STATE_RULES_SITES = "aimass.state.rules-sites"  # correlation state per site; like violations
 TOPICS = (TOPIC_FRAMES, TOPIC_SENSORS, TOPIC_DETECTIONS, TOPIC_VIOLATIONS, TOPIC_DEADLETTER, TOPIC_CONTROL_RULES,
-          TOPIC_STATE_TRACKS, TOPIC_STATE_RULES_CAMERAS, TOPIC_STATE_RULES_SENSORS, TOPIC_STATE_RULES_SITES)
+          TOPIC_CONTROL_MODELS, TOPIC_MODEL_EVENTS, TOPIC_SHADOW, TOPIC_STATE_TRACKS, TOPIC_STATE_RULES_CAMERAS, TOPIC_STATE_RULES_SENSORS, TOPIC_STATE_RULES_SITES)
 
 # Size limits (bytes). A frame's JPEG is the only large field.
 MAX_JPEG_BYTES = 2 * 1024 * 1024
@@ -168,12 +171,80 @@ class SiteConfig(msgspec.Struct, kw_only=True, tag="site_config", tag_field="kin
     applied_ms: float
 
 
-Message = Frame | SensorReading | Detections | Violation | DeadLetter | SiteConfig
+class Canary(msgspec.Struct, kw_only=True):
+    """A share of a group's traffic for a candidate model: ``percent`` of its cameras (``by: camera``,
+    a stable hash of the camera id) or of its frames (``by: frame``, a hash of camera id and seq)."""
+
+    model: str  # model ref "name:version"
+    percent: float
+    by: Literal["camera", "frame"] = "camera"
+
+
+class GroupRoute(msgspec.Struct, kw_only=True):
+    """Which model serves a group of cameras."""
+
+    active: str  # model ref "name:version"
+    canary: Canary | None = None
+    shadow: str = ""  # a model ref run on the same frames, its results recorded apart, never acted on
+
+
+class ModelRouting(msgspec.Struct, kw_only=True, tag="model_routing", tag_field="kind"):
+    """The one routing document (compacted control topic, key "routing"): per camera group the active
+    model, an optional canary and an optional shadow. Detector workers switch to each new revision
+    between batches. ``history`` holds earlier revisions' actives, newest last, for rollback."""
+
+    v: int = SCHEMA_VERSION
+    revision: int
+    updated_ms: float
+    by: str = ""  # who changed it: "cli", "api", "detector" (an automatic rollback), ...
+    reason: str = ""
+    groups: dict[str, GroupRoute]  # "default" serves every camera not listed in ``cameras``
+    cameras: dict[str, str] = {}  # camera id -> group
+    history: list[dict[str, str]] = []  # earlier {group: active ref}, newest last
+
+
+ModelEventKind = Literal["loaded", "load_failed", "switched", "switch_refused", "run_failed", "rolled_back", "drift"]
+
+
+class ModelEvent(msgspec.Struct, kw_only=True, tag="model_event", tag_field="kind"):
+    """Something that happened to a model version in a worker, for operators and ClickHouse."""
+
+    v: int = SCHEMA_VERSION
+    at_ms: float
+    event: ModelEventKind
+    model: str  # model ref
+    service: str = ""
+    worker: str = ""  # host:pid
+    revision: int = -1  # routing revision concerned
+    detail: str = ""
+    value: float = 0.0  # e.g. load seconds, drift ratio
+
+
+class ShadowResult(msgspec.Struct, kw_only=True, tag="shadow_result", tag_field="kind"):
+    """One frame seen by the serving model and by a shadow model: what each found and how they agree."""
+
+    v: int = SCHEMA_VERSION
+    site_id: str
+    camera_id: str
+    seq: int
+    captured_ms: float
+    model: str  # the serving model's ref
+    shadow: str  # the shadow model's ref
+    objects: list[DetectedObject] = []  # the serving model's
+    shadow_objects: list[DetectedObject] = []
+    matched: int = 0  # pairs of the same label with IoU >= 0.5
+    mean_iou: float = 0.0  # over the matched pairs
+    shadow_ms: float = 0.0  # the shadow model's inference time for its batch
+
+
+Message = (Frame | SensorReading | Detections | Violation | DeadLetter | SiteConfig | ModelRouting | ModelEvent
+           | ShadowResult)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders = {
     cls: msgspec.msgpack.Decoder(cls)
-    for cls in (Frame, SensorReading, Detections, Violation, DeadLetter, SiteConfig)
+    for cls in (Frame, SensorReading, Detections, Violation, DeadLetter, SiteConfig, ModelRouting, ModelEvent,
+                ShadowResult)
 }
 
 
@@ -234,10 +305,17 @@ def _check(msg: Message) -> None:
     elif isinstance(msg, SensorReading):
         _check_id("sensor_id", msg.sensor_id)
         _finite("value", msg.value)
-    elif isinstance(msg, Detections):
+    elif isinstance(msg, (Detections, ShadowResult)):
         _check_id("camera_id", msg.camera_id)
-        if len(msg.objects) > MAX_OBJECTS_PER_FRAME:
-            raise ContractError("too_large", f"{len(msg.objects)} objects; the limit is {MAX_OBJECTS_PER_FRAME}")
-        for o in msg.objects:
-            for name in ("score", "x1", "y1", "x2", "y2"):
-                _finite(name, getattr(o, name))
+        for objects in (msg.objects, getattr(msg, "shadow_objects", [])):
+            if len(objects) > MAX_OBJECTS_PER_FRAME:
+                raise ContractError("too_large", f"{len(objects)} objects; the limit is {MAX_OBJECTS_PER_FRAME}")
+            for o in objects:
+                for name in ("score", "x1", "y1", "x2", "y2"):
+                    _finite(name, getattr(o, name))
+    elif isinstance(msg, ModelRouting):
+        if "default" not in msg.groups:
+            raise ContractError("bad_value", "model routing has no 'default' group")
+        for name, g in msg.groups.items():
+            if g.canary is not None and not 0.0 <= g.canary.percent <= 100.0:
+                raise ContractError("bad_value", f"group {name}: canary percent {g.canary.percent} is not in 0..100")

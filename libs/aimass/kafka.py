@@ -32,6 +32,9 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         contracts.TOPIC_VIOLATIONS: settings.partitions_violations,
         contracts.TOPIC_DEADLETTER: settings.partitions_deadletter,
         contracts.TOPIC_CONTROL_RULES: 1,  # one ordered history of site files
+        contracts.TOPIC_CONTROL_MODELS: 1,  # one ordered history of routing revisions
+        contracts.TOPIC_MODEL_EVENTS: 1,
+        contracts.TOPIC_SHADOW: settings.partitions_detections,
         # State topics: exactly as many partitions as the input they belong to (aimass.state).
         contracts.TOPIC_STATE_TRACKS: settings.partitions_frames,
         contracts.TOPIC_STATE_RULES_CAMERAS: settings.partitions_detections,
@@ -42,7 +45,7 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
 
 # Topics that keep only the latest value per key (brokers without compaction keep all; readers
 # take the last per key either way).
-COMPACTED = {contracts.TOPIC_CONTROL_RULES, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_STATE_RULES_CAMERAS,
+COMPACTED = {contracts.TOPIC_CONTROL_RULES, contracts.TOPIC_CONTROL_MODELS, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_STATE_RULES_CAMERAS,
              contracts.TOPIC_STATE_RULES_SENSORS, contracts.TOPIC_STATE_RULES_SITES}
 
 

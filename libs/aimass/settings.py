@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +42,9 @@ class Settings(_Base):
     site_file: Path = Field(DEFAULT_SITE_FILE, description="the site YAML (cameras, zones, sensors, rules)")
     state_dir: Path = Field(Path(".aimass"), description="local stack state: ports, pids, server data, logs")
     topic_prefix: str = Field("", description="prepended to every topic name: several sites or test runs can share one Kafka cluster")
+    model_store: Path = Field(Path(".aimass/models"), description="the model registry's store: ONNX files by sha256 and "
+                              "one folder per model version; the registry and every detector must see the same one "
+                              "(a shared volume)")
 
     # --- Kafka client behaviour (values that also suit tansu; see DESIGN.md)
     kafka_session_timeout_s: float = Field(6.0, description="consumer group session timeout; JoinGroup waits half of it on tansu")
@@ -77,6 +80,20 @@ class DetectorSettings(Settings):
 
 class RulesSettings(Settings):
     pass
+
+
+class RegistrySettings(Settings):
+    registry_host: str = Field("127.0.0.1", description="where the registry's HTTP API listens")
+    registry_port: int = Field(8470, ge=0, le=65535, description="the registry's HTTP API port (0: a free one)")
+    registry_token: SecretStr = Field(SecretStr(""), description="the bearer token the HTTP API requires; never logged")
+    registry_token_file: Path | None = Field(None, description="a file holding the token (instead of registry_token)")
+    max_model_mb: float = Field(200.0, gt=0, description="largest ONNX file a push accepts")
+    drift_check_s: float = Field(60.0, gt=0, description="how often the registry compares each version's detection "
+                                                          "rate with its baseline")
+    drift_window_s: float = Field(600.0, gt=0, description="the recent window a detection rate is measured over")
+    drift_baseline_s: float = Field(3600.0, gt=0, description="the window before it that is the baseline")
+    drift_threshold: float = Field(0.5, gt=0, description="relative change of detections per frame (per label) that "
+                                                          "counts as drift: 0.5 = 50 % up or down")
 
 
 class SinkSettings(Settings):

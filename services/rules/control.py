@@ -8,21 +8,14 @@ a dead letter; the rules already running keep running.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
-
 from aimass import contracts
+from aimass import control as topics
 from aimass.contracts import SiteConfig
-from aimass.kafka import start_producer
 from aimass.settings import Settings
 from aimass.site import Site, load_site
-
-OnMessage = Callable[[bytes, int], Awaitable[None]]  # (value, offset)
 
 
 def site_config(site: Site, text: str, source: str) -> SiteConfig:
@@ -34,37 +27,14 @@ async def publish(settings: Settings, path: Path) -> SiteConfig:
     """Validate ``path`` offline (raises SiteFileError) and publish it for the running workers."""
     site = load_site(path)
     msg = site_config(site, Path(path).read_text(), str(path))
-    producer = await start_producer(settings)
-    try:
-        await producer.send_and_wait(settings.topic(contracts.TOPIC_CONTROL_RULES), contracts.encode(msg),
-                                     key=site.site.id.encode())
-    finally:
-        await producer.stop()
+    await topics.publish(settings, contracts.TOPIC_CONTROL_RULES, site.site.id.encode(), contracts.encode(msg))
     return msg
 
 
-async def follow(settings: Settings, on_message: OnMessage, caught_up: asyncio.Event) -> None:
-    """Read the control topic from its beginning, forever; ``caught_up`` is set after the first
-    fetch that finds nothing new (end offsets are unreliable on some brokers, tansu among them)."""
-    topic = settings.topic(contracts.TOPIC_CONTROL_RULES)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            records = batch.get(tp, [])
-            for rec in records:
-                await on_message(rec.value, rec.offset)
-            if not records and not caught_up.is_set():
-                caught_up.set()
-    finally:
-        await consumer.stop()
+async def follow(settings: Settings, on_message: topics.OnMessage, caught_up) -> None:
+    """Every site file ever published, oldest first, then each new one (see aimass.control)."""
+    await topics.follow(settings, contracts.TOPIC_CONTROL_RULES, on_message, caught_up)
 
 
 def decode(value: bytes) -> SiteConfig:
     return contracts.decode(value, SiteConfig)
-

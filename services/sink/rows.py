@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from aimass.clickhouse.schema import COLUMNS
-from aimass.contracts import DeadLetter, Detections, SensorReading, Violation
+from aimass.contracts import DeadLetter, Detections, ModelEvent, SensorReading, ShadowResult, Violation
 
 MAX_DEADLETTER_ORIGINAL = 64 * 1024  # the full bytes stay on the Kafka topic
 _EPOCH = dt.date(1970, 1, 1)
@@ -73,4 +73,21 @@ def deadletter_row(m: DeadLetter) -> tuple:
         "source_topic": m.source_topic, "partition": m.partition, "offset": m.offset, "reason": m.reason,
         "detail": m.detail, "key": m.key.decode("utf-8", "replace"), "original_bytes": len(m.original),
         "original": m.original[:MAX_DEADLETTER_ORIGINAL].decode("latin-1"),
+    })
+
+
+def model_event_row(e: ModelEvent) -> tuple:
+    return _ordered("model_events", {
+        "date": _date(e.at_ms), "at": _sec(e.at_ms), "at_ms": e.at_ms, "event": e.event, "model": e.model,
+        "service": e.service, "worker": e.worker, "revision": e.revision, "detail": e.detail, "value": e.value,
+    })
+
+
+def shadow_row(r: ShadowResult) -> tuple:
+    return _ordered("shadow_results", {
+        "date": _date(r.captured_ms), "captured": _sec(r.captured_ms), "captured_ms": r.captured_ms,
+        "site_id": r.site_id, "camera_id": r.camera_id, "seq": r.seq, "model": r.model, "shadow": r.shadow,
+        "objects": len(r.objects), "shadow_objects": len(r.shadow_objects), "labels": [o.label for o in r.objects],
+        "shadow_labels": [o.label for o in r.shadow_objects], "matched": r.matched, "mean_iou": r.mean_iou,
+        "shadow_ms": r.shadow_ms,
     })

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import faust
 
 from aimass import contracts
-from aimass.contracts import ContractError, DeadLetter, Detections, SensorReading, Violation
+from aimass.contracts import ContractError, DeadLetter, Detections, ModelEvent, SensorReading, ShadowResult, Violation
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import SinkSettings
 from aimass_sink import rows as R
@@ -28,6 +28,8 @@ ROUTES: dict[str, tuple[type, dict[str, Mapper]]] = {
     contracts.TOPIC_VIOLATIONS: (Violation, {"violations": lambda m, t: [R.violation_row(m, t)]}),
     contracts.TOPIC_SENSORS: (SensorReading, {"sensor_readings": lambda m, t: [R.reading_row(m, t)]}),
     contracts.TOPIC_DEADLETTER: (DeadLetter, {"deadletters": lambda m, t: [R.deadletter_row(m)]}),
+    contracts.TOPIC_MODEL_EVENTS: (ModelEvent, {"model_events": lambda m, t: [R.model_event_row(m)]}),
+    contracts.TOPIC_SHADOW: (ShadowResult, {"shadow_results": lambda m, t: [R.shadow_row(m)]}),
 }
 
 

@@ -14,4 +14,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                         "sink_in_ms"),
     "deadletters": ("date", "at", "at_ms", "service", "source_topic", "partition", "offset", "reason", "detail", "key",
                     "original_bytes", "original"),
+    "model_events": ("date", "at", "at_ms", "event", "model", "service", "worker", "revision", "detail", "value"),
+    "shadow_results": ("date", "captured", "captured_ms", "site_id", "camera_id", "seq", "model", "shadow", "objects",
+                       "shadow_objects", "labels", "shadow_labels", "matched", "mean_iou", "shadow_ms"),
 }
