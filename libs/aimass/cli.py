@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aimass.settings import GatewaySettings, Settings
+from aimass_registry.cli import models_app
 
 app = typer.Typer(help="AI Mass: smart-security video and IoT analytics.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -28,6 +29,7 @@ rules_app = typer.Typer(help="Site files: cameras, zones, sensors and rules.", n
 app.add_typer(stack_app, name="stack")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(rules_app, name="rules")
+app.add_typer(models_app, name="models")
 console = Console(soft_wrap=True)  # messages hold commands and paths: never break them
 err = Console(stderr=True, soft_wrap=True)
 
@@ -124,6 +126,7 @@ class Worker(str, Enum):
     detector = "detector"
     rules = "rules"
     sink = "sink"
+    registry = "registry"
     all = "all"
 
 
@@ -133,7 +136,7 @@ def run(worker: Worker = typer.Argument(Worker.all, help="which worker; `all` su
     from aimass import runner
     _logging(Settings().log_level)
     if worker is Worker.all:
-        raise typer.Exit(runner.run_all(list(runner.WORKERS)))
+        raise typer.Exit(runner.run_all(runner.all_workers()))
     runner.run_worker(worker.value)
 
 

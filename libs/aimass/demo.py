@@ -144,8 +144,8 @@ def run_demo(duration: float, state_dir: Path, console: Console) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         env = {**info.env(), "AIMASS_READY_DIR": str(ready), "AIMASS_SITE_FILE": str(settings.site_file)}
         console.print(f"starting workers (logs in {logs}) …")
-        procs = [runner.spawn(n, logs / f"{n}.log", env) for n in runner.WORKERS]
-        runner.wait_ready(ready, runner.WORKERS, procs)
+        procs = [runner.spawn(n, logs / f"{n}.log", env) for n in runner.STREAM_WORKERS]
+        runner.wait_ready(ready, runner.STREAM_WORKERS, procs)
 
         from aimass_gateway.producer import GatewayProducer
         from aimass_gateway.simulate import simulate

@@ -19,9 +19,20 @@ WORKERS = {
     "detector": ("aimass_detector.worker", S.DetectorSettings),
     "rules": ("aimass_rules.worker", S.RulesSettings),
     "sink": ("aimass_sink.worker", S.SinkSettings),
+    "registry": ("aimass_registry.worker", S.RegistrySettings),
 }
+# `aimass run all` starts these; the registry joins them where its HTTP API has a token (it refuses to
+# start without one), and the demo runs only these.
+STREAM_WORKERS = ("detector", "rules", "sink")
 
 log = logging.getLogger("aimass.runner")
+
+
+def all_workers() -> list[str]:
+    """What `aimass run all` starts: the stream workers, and the registry when a token is configured."""
+    registry = S.RegistrySettings()
+    configured = bool(registry.registry_token.get_secret_value() or registry.registry_token_file)
+    return [*STREAM_WORKERS, *(["registry"] if configured else [])]
 
 
 def run_worker(name: str) -> None:
@@ -30,14 +41,15 @@ def run_worker(name: str) -> None:
 
     from aimass.site import SiteFileError
     from aimass_detector.model import ModelError
+    from aimass_registry.api import RegistryConfigError
 
     module, settings_cls = WORKERS[name]
     settings = settings_cls()
     telemetry.setup(f"aimass-{name}")
     try:
         app = importlib.import_module(module).build_app(settings)
-    except (SiteFileError, ModelError) as exc:
-        # A bad site file or model folder is the operator's to fix: say so once, without a Faust crash log.
+    except (SiteFileError, ModelError, RegistryConfigError) as exc:
+        # A bad site file, model folder or registry set-up is the operator's to fix: say so once, without a Faust crash log.
         log.error("%s worker cannot start: %s", name, exc)
         raise SystemExit(2) from None
     _announce_ready(app, name)
