@@ -1,36 +1,48 @@
-"""The detector worker: consumes ``frames``, batches them across cameras, runs the ONNX model,
-tracks objects per camera, produces one ``detections`` message per frame.
+"""The detector worker: consumes ``frames``, batches them across cameras, runs each frame through the
+model version its camera is routed to (serving.py), tracks objects per camera, produces one
+``detections`` message per frame (and ``shadow`` results where a shadow model runs).
 
 Decode and inference run in one worker thread (ONNX Runtime and simplejpeg release the GIL), so the
-event loop keeps heartbeating while a batch runs. A batch's output messages are delivered before the
-batch's input offsets are acknowledged: at least once, and a crash replays the batch. Each camera's
-tracker is stored in a state topic after its detections went out (aimass.state), so a restarted or
-rebalanced worker resumes the tracks and skips frames whose detections were already sent.
+event loop keeps heartbeating while a batch runs; new model versions load in a second thread beside
+it. A batch's output messages are delivered before the batch's input offsets are acknowledged: at
+least once, and a crash replays the batch. Each camera's tracker is stored in a state topic after its
+detections went out (aimass.state), so a restarted or rebalanced worker resumes the tracks and skips
+frames whose detections were already sent.
+
+Model routing arrives on the models control topic (aimass.routing): each revision is loaded and
+warmed before it is installed between two batches; a revision that fails to load is refused and the
+old one keeps serving. A model that fails at run time is withdrawn from the routing (its canary ends,
+or its group rolls back), the new revision is published for every worker, and the frames it left are
+served again by the fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faust
-import numpy as np
 from opentelemetry import trace
 
-from aimass import contracts, telemetry
-from aimass.contracts import ContractError, Detections, Frame
+from aimass import contracts, control, telemetry
+from aimass import routing as R
+from aimass.contracts import ContractError, Detections, Frame, ModelEvent, ModelRouting, ShadowResult
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
+from aimass.model_store import ModelStore
 from aimass.settings import DetectorSettings
 from aimass.state import StateTopic
 from aimass_detector.engine import Detector
-from aimass_detector.model import load_spec
-from aimass_detector.preprocess import BadImage
+from aimass_detector.model import ModelError, load_spec
+from aimass_detector.serving import ModelSet, agreement, resolver, run_batch
 from aimass_detector.tracker import Trackers
 
 log = logging.getLogger("aimass.detector")
 SERVICE = "detector"
+MAX_RERUNS = 3  # fallbacks tried for one batch before its frames are dead-lettered
 
 
 @dataclass
@@ -41,127 +53,204 @@ class Counters:
     stale: int = 0
     replayed: int = 0  # redelivered frames whose detections were already sent
     dead: int = 0
+    run_failures: int = 0
+    shadow_frames: int = 0
 
 
-def _decode_all(det: Detector, frames: list[Frame]) -> tuple[list[np.ndarray | None], list[Exception | None]]:
-    images: list[np.ndarray | None] = []
-    errors: list[Exception | None] = []
-    for f in frames:
-        try:
-            images.append(det.decode_jpeg(f.jpeg))
-            errors.append(None)
-        except BadImage as exc:
-            images.append(None)
-            errors.append(exc)
-    return images, errors
-
-
-def build_app(settings: DetectorSettings, detector: Detector | None = None) -> faust.App:
-    if detector is None:
-        load_spec(settings.model_dir)  # a bad model folder fails here, before the worker joins its group
+def build_app(settings: DetectorSettings) -> faust.App:
+    default = load_spec(settings.model_dir)  # a bad model folder fails here, before the worker joins its group
     app = make_app(SERVICE, settings)
     frames_topic = raw_topic(app, settings, contracts.TOPIC_FRAMES)
     out_topic = raw_topic(app, settings, contracts.TOPIC_DETECTIONS)
+    shadow_topic = raw_topic(app, settings, contracts.TOPIC_SHADOW)
+    events_topic = raw_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+    providers = [p for p in settings.providers.split(",") if p] or None
+    models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir),
+                      lambda folder: Detector.from_folder(folder, providers=providers, threads=settings.threads or None))
     counters = Counters()
     trackers = Trackers()
     tracks = StateTopic(app, settings, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_FRAMES, settings.partitions_frames)
-    state: dict[str, Detector] = {}
+    routed = asyncio.Event()  # set once a routing revision is installed
+    switching = asyncio.Lock()  # one routing change at a time (control topic or a run failure)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
     tracer = telemetry.tracer("aimass.detector")
 
-    @app.task
-    async def load_model() -> None:
-        # Loaded after the worker started, in the inference thread, so a slow load does not block
-        # the consumer's group join.
-        loop = asyncio.get_running_loop()
-        m = detector
-        if m is None:
-            providers = [p for p in settings.providers.split(",") if p] or None
-            m = await loop.run_in_executor(pool, lambda: Detector.from_folder(
-                settings.model_dir, providers=providers, threads=settings.threads or None))
-        await loop.run_in_executor(pool, m.warmup)
-        state["model"] = m
-        log.info("model %s v%s loaded from %s on providers %s; batch ≤ %d, wait ≤ %.0f ms",
-                 m.name, m.version, settings.model_dir, m.providers, settings.max_batch, settings.max_wait_ms)
+    async def report(event: str, model: str, detail: str = "", value: float = 0.0, revision: int = -1) -> None:
+        (log.warning if event in ("load_failed", "switch_refused", "run_failed", "rolled_back") else log.info)(
+            "model %s: %s%s", model, event, f": {detail}" if detail else "")
+        msg = ModelEvent(at_ms=contracts.now_ms(), event=event, model=model, service=SERVICE, worker=worker_id,
+                         revision=revision, detail=detail[:2000], value=value)
+        await events_topic.send(key=model.encode(), value=contracts.encode(msg))
 
-    async def model() -> Detector:
-        while "model" not in state:
-            await asyncio.sleep(0.05)  # polls the load task above; the stream waits, nothing is lost
-        return state["model"]
+    async def switch(routing: ModelRouting, executor) -> bool:
+        """Load what ``routing`` needs beside the serving models, then install it (between batches:
+        the batch loop plans each batch with one revision). False, and nothing changed, if a load failed."""
+        loop = asyncio.get_running_loop()
+        loaded = {}
+        for model in models.missing(routing):
+            try:
+                det, seconds = await loop.run_in_executor(executor, models.load, model)
+            except (ModelError, OSError) as exc:
+                await report("load_failed", model, str(exc), revision=routing.revision)
+                await report("switch_refused", model, f"routing revision {routing.revision} refused; revision "
+                             f"{models.routing.revision if models.routing else '-'} keeps serving", revision=routing.revision)
+                return False
+            loaded[model] = det
+            await report("loaded", model, f"on {', '.join(det.providers)}", value=seconds, revision=routing.revision)
+        dropped = models.install(routing, loaded)
+        routed.set()
+        log.info("routing revision %d installed (%s); unloaded: %s", routing.revision, routing.reason or routing.by,
+                 ", ".join(dropped) or "none")
+        for model in sorted(R.models_in_use(routing)):
+            await report("switched", model, f"revision {routing.revision}: {routing.reason}", revision=routing.revision)
+        return True
+
+    async def on_routing(value: bytes, offset: int) -> None:
+        try:
+            routing = contracts.decode(value, ModelRouting)
+        except ContractError as exc:
+            await dead.send(source_topic=settings.topic(contracts.TOPIC_CONTROL_MODELS), original=value, key=b"routing",
+                            error=exc, partition=0, offset=offset)
+            return
+        async with switching:
+            if models.routing is None or routing.revision > models.routing.revision:
+                await switch(routing, loader)
+
+    @app.task
+    async def follow_routing() -> None:
+        caught_up = asyncio.Event()
+        follower = asyncio.ensure_future(control.follow(settings, contracts.TOPIC_CONTROL_MODELS, on_routing, caught_up))
+        await caught_up.wait()
+        async with switching:
+            if models.routing is None:  # nothing published yet: the configured model folder serves everything
+                first = R.initial(R.ref(default.name, default.version), by=f"detector {worker_id}",
+                                  reason=f"model_dir {settings.model_dir}")
+                if not await switch(first, loader):
+                    log.error("the configured model %s cannot serve; fix model_dir or publish a routing", settings.model_dir)
+        await follower
+
+    async def withdraw(model: str, error: str) -> bool:
+        """Take a model that failed at run time out of the routing, here at once and for every worker."""
+        counters.run_failures += 1
+        await report("run_failed", model, error, revision=models.routing.revision)
+        async with switching:
+            if model not in R.models_in_use(models.routing):
+                return True  # another failure or a newer revision already took it out
+            try:
+                fallback = R.withdraw(models.routing, model, by=f"detector {worker_id}",
+                                      reason=f"{model} failed at run time: {error[:200]}")
+            except R.RoutingError as exc:
+                await report("switch_refused", model, f"cannot withdraw it: {exc}")
+                return False
+            if not await switch(fallback, pool):
+                return False
+        await control.publish(settings, contracts.TOPIC_CONTROL_MODELS, b"routing", contracts.encode(fallback))
+        await report("rolled_back", model, fallback.reason, revision=fallback.revision)
+        return True
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs) -> None:
         for key in tracks.keys_in(tracks.assigned(assigned)):
             trackers.forget(key.decode())  # another worker owns this camera now
 
+    async def admit(events) -> tuple[list[Frame], list]:
+        """Decode a batch's events; dead-letter bad ones; skip redelivered and stale frames."""
+        received = contracts.now_ms()
+        frames, ctxs = [], []
+        for ev in events:
+            m = ev.message
+            try:
+                frame = contracts.decode(ev.value, Frame)
+            except ContractError as exc:
+                counters.dead += 1
+                await dead.send(source_topic=m.topic, original=ev.value, key=m.key, error=exc,
+                                partition=m.partition, offset=m.offset)
+                continue
+            restored = await tracks.ensure(m.partition)
+            for key, data in (restored or {}).items():
+                trackers.restore(key.decode(), data)
+            if trackers.handled(frame.camera_id, frame.captured_ms, frame.seq):
+                counters.replayed += 1
+                continue
+            if received - frame.captured_ms > settings.max_frame_age_s * 1000:
+                counters.stale += 1
+                continue
+            frame.stamps["detector_in"] = received
+            frames.append(frame)
+            ctxs.append((telemetry.extract(m.headers), m))
+        return frames, ctxs
+
     @app.agent(frames_topic)
     async def detect(stream):
         loop = asyncio.get_running_loop()
+        await routed.wait()
         async for events in stream.take_events(settings.max_batch, within=settings.max_wait_ms / 1000.0):
-            det = await model()
-            received = contracts.now_ms()
-            frames: list[Frame] = []
-            ctxs = []
-            for ev in events:
-                m = ev.message
-                try:
-                    frame = contracts.decode(ev.value, Frame)
-                except ContractError as exc:
-                    counters.dead += 1
-                    await dead.send(source_topic=m.topic, original=ev.value, key=m.key, error=exc,
-                                    partition=m.partition, offset=m.offset)
-                    continue
-                restored = await tracks.ensure(m.partition)
-                for key, data in (restored or {}).items():
-                    trackers.restore(key.decode(), data)
-                if trackers.handled(frame.camera_id, frame.captured_ms, frame.seq):
-                    counters.replayed += 1
-                    continue
-                if received - frame.captured_ms > settings.max_frame_age_s * 1000:
-                    counters.stale += 1
-                    continue
-                frames.append(frame)
-                ctxs.append((telemetry.extract(m.headers), m))
+            frames, ctxs = await admit(events)
             if not frames:
                 continue
-
-            def run_batch():
-                images, errors = _decode_all(det, frames)
-                decoded = contracts.now_ms()
-                ok = [i for i, img in enumerate(images) if img is not None]
-                results = det.detect([images[i] for i in ok]) if ok else []
-                return decoded, errors, dict(zip(ok, results))
-
-            with tracer.start_as_current_span("inference", links=[trace.Link(trace.get_current_span(c).get_span_context()) for c, _ in ctxs]) as span:
+            serve, shadow = models.plan(frames)
+            with tracer.start_as_current_span("inference", links=[trace.Link(trace.get_current_span(c).get_span_context())
+                                                                  for c, _ in ctxs]) as span:
                 span.set_attribute("batch.size", len(frames))
-                decoded, errors, results = await loop.run_in_executor(pool, run_batch)
-            inferred = contracts.now_ms()
+                result = await loop.run_in_executor(pool, run_batch, dict(models.models), serve, shadow, frames)
+                for attempt in range(MAX_RERUNS):
+                    if not result.failed:
+                        break
+                    for model, error in result.failed.items():
+                        await withdraw(model, error)
+                    if not result.unserved:
+                        break
+                    rerun = [frames[i] for i in result.unserved]
+                    serve2, _ = models.plan(rerun)
+                    again = await loop.run_in_executor(pool, run_batch, dict(models.models),
+                                                       {m: [result.unserved[j] for j in idx] for m, idx in serve2.items()},
+                                                       {}, frames, result.images)
+                    for i in result.unserved:
+                        result.served[i] = again.served[i]
+                    result.failed, result.unserved = again.failed, again.unserved
             counters.batches += 1
             pending = []
             for i, frame in enumerate(frames):
                 ctx, m = ctxs[i]
-                if errors[i] is not None:
+                served = result.served[i]
+                if served.bad_image is not None or served.objects is None:
                     counters.dead += 1
-                    await dead.send(source_topic=m.topic, original=contracts.encode(frame), key=m.key,
-                                    error=ContractError("bad_jpeg", f"camera {frame.camera_id} seq {frame.seq}: {errors[i]}"),
+                    error = (ContractError("bad_jpeg", f"camera {frame.camera_id} seq {frame.seq}: {served.bad_image}")
+                             if served.bad_image is not None else
+                             ContractError("model_failed", f"camera {frame.camera_id} seq {frame.seq}: no model could "
+                                                           f"serve it ({'; '.join(result.failed.values())})"))
+                    await dead.send(source_topic=m.topic, original=contracts.encode(frame), key=m.key, error=error,
                                     partition=m.partition, offset=m.offset)
                     continue
                 # Frames of one camera come from one partition, in order, so tracking here is sequential.
-                objects = trackers.update(frame.camera_id, results[i], frame.captured_ms, frame.seq)
+                objects = trackers.update(frame.camera_id, served.objects, frame.captured_ms, frame.seq)
                 counters.frames += 1
                 counters.objects += len(objects)
                 stamps = dict(frame.stamps)
-                stamps.update(detector_in=received, decoded=decoded, inferred=inferred, detector_out=contracts.now_ms())
+                stamps.update(decoded=served.decoded_ms, inferred=served.inferred_ms, detector_out=contracts.now_ms())
+                name, version = R.split_ref(served.model)
                 out = Detections(site_id=frame.site_id, camera_id=frame.camera_id, seq=frame.seq,
                                  captured_ms=frame.captured_ms, width=frame.width, height=frame.height,
-                                 jpeg_bytes=len(frame.jpeg),
-                                 model_name=det.name, model_version=det.version, objects=objects,
-                                 batch_size=len(frames), stamps=stamps)
+                                 jpeg_bytes=len(frame.jpeg), model_name=name, model_version=version, objects=objects,
+                                 batch_size=served.batch_size, stamps=stamps)
                 with tracer.start_as_current_span("detect", context=ctx):
                     headers = dict(telemetry.inject())
                 pending.append(await out_topic.send(key=frame.camera_id.encode(), value=contracts.encode(out),
                                                     headers=headers, force=True))
+            for run in result.shadows:
+                for i, shadow_objects in zip(run.indexes, run.objects):
+                    frame, served = frames[i], result.served[i]
+                    matched, mean_iou = agreement(served.objects or [], shadow_objects)
+                    msg = ShadowResult(site_id=frame.site_id, camera_id=frame.camera_id, seq=frame.seq,
+                                       captured_ms=frame.captured_ms, model=served.model, shadow=run.model,
+                                       objects=served.objects or [], shadow_objects=shadow_objects, matched=matched,
+                                       mean_iou=mean_iou, shadow_ms=run.seconds * 1000)
+                    counters.shadow_frames += 1
+                    pending.append(await shadow_topic.send(key=frame.camera_id.encode(), value=contracts.encode(msg),
+                                                           force=True))
             # Delivered before the batch's offsets are acknowledged (when this loop turns), and before
             # the trackers that reflect them are stored.
             await asyncio.gather(*pending)
@@ -170,10 +259,12 @@ def build_app(settings: DetectorSettings, detector: Detector | None = None) -> f
                     tracks.save(partition, camera_id.encode(), trackers.cameras[camera_id].to_state())
 
     @app.timer(10.0)
-    async def report() -> None:
-        log.info("detector: %d frames in %d batches, %d objects, %d stale skipped, %d already handled, %d dead letters",
-                 counters.frames, counters.batches, counters.objects, counters.stale, counters.replayed, counters.dead)
+    async def log_counters() -> None:
+        log.info("detector: %d frames in %d batches, %d objects, %d stale skipped, %d already handled, %d dead letters, "
+                 "%d model run failures, %d shadow frames; serving revision %s",
+                 counters.frames, counters.batches, counters.objects, counters.stale, counters.replayed, counters.dead,
+                 counters.run_failures, counters.shadow_frames, models.routing.revision if models.routing else "-")
 
     app.aimass_counters = counters  # for tests
-    app.aimass_ready = lambda: "model" in state
+    app.aimass_ready = routed.is_set
     return app
