@@ -108,6 +108,7 @@ def make_app(service: str, settings: Settings, **extra) -> faust.App:
         producer_max_request_size=settings.kafka_max_request_bytes,
         consumer_max_fetch_size=settings.kafka_max_request_bytes,
         processing_guarantee="at_least_once",
+        datadir=str(settings.state_dir / "faust"),  # Faust's own folder per app; not in the working directory
         **web,
         **extra,
     )
