@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from aimass import contracts
+from aimass import contracts, metrics
 from aimass.contracts import ContractError, DeadLetter
 from aimass.settings import Settings
 
@@ -92,6 +92,8 @@ def make_app(service: str, settings: Settings, **extra) -> faust.App:
     of a topic for a new group (so nothing produced before the first start is skipped)."""
     _set_fetch_max_wait(settings.kafka_fetch_max_wait_ms)
     web = {"web_enabled": False} if not settings.worker_web_port else {"web_port": settings.worker_web_port}
+    from faust.sensors.otel import OpenTelemetryMonitor
+
     app = faust.App(
         f"{settings.topic_prefix}aimass-{service}",  # the consumer group
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
@@ -110,6 +112,8 @@ def make_app(service: str, settings: Settings, **extra) -> faust.App:
         processing_guarantee="at_least_once",
         datadir=str(settings.state_dir / "faust"),  # Faust's own folder per app; not in the working directory
         **web,
+        # Stream metrics (messages, commits, offsets) on the process's MeterProvider (aimass.metrics).
+        monitor=OpenTelemetryMonitor(service_name=f"aimass-{service}"),
         **extra,
     )
     return app
@@ -148,6 +152,7 @@ class DeadLetterSender:
                    error: ContractError | Exception, partition: int = -1, offset: int = -1) -> None:
         reason = getattr(error, "reason", type(error).__name__)
         self.count += 1
+        metrics.instruments().dead_letters.add(1, {"service": self.service, "reason": reason})
         log.warning("dead letter from %s partition %s offset %s: %s: %s",
                     source_topic, partition, offset, reason, error)
         msg = DeadLetter(source_topic=source_topic, partition=partition, offset=offset, key=key or b"",

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from aimass import settings as S
-from aimass import telemetry
+from aimass import metrics, telemetry
 
 WORKERS = {
     "detector": ("aimass_detector.worker", S.DetectorSettings),
@@ -46,12 +46,14 @@ def run_worker(name: str) -> None:
     module, settings_cls = WORKERS[name]
     settings = settings_cls()
     telemetry.setup(f"aimass-{name}")
+    metrics.setup(f"aimass-{name}", settings.metrics_port)
     try:
         app = importlib.import_module(module).build_app(settings)
     except (SiteFileError, ModelError, RegistryConfigError) as exc:
         # A bad site file, model folder or registry set-up is the operator's to fix: say so once, without a Faust crash log.
         log.error("%s worker cannot start: %s", name, exc)
         raise SystemExit(2) from None
+    metrics.watch_lag(app)
     _announce_ready(app, name)
     app.finalize()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
@@ -117,7 +119,13 @@ def stop(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
 def run_all(names: list[str]) -> int:
     """Supervise one child per worker; a child that dies is restarted after a short back-off.
     Returns when this process gets SIGTERM/SIGINT, after stopping the children."""
-    procs = {n: spawn(n) for n in names}
+    base_port = S.Settings().metrics_port
+
+    def child(n: str) -> subprocess.Popen:
+        env = {"AIMASS_METRICS_PORT": str(base_port + names.index(n))} if base_port else {}
+        return spawn(n, env=env)
+
+    procs = {n: child(n) for n in names}
     stopping = False
 
     def on_signal(signum, frame):
@@ -134,6 +142,6 @@ def run_all(names: list[str]) -> int:
                 log.error("worker %s exited with code %s; restarting in %.0f s", n, p.returncode, backoff[n])
                 time.sleep(backoff[n])
                 backoff[n] = min(backoff[n] * 2, 30.0)
-                procs[n] = spawn(n)
+                procs[n] = child(n)
     stop(list(procs.values()))
     return 0

@@ -63,6 +63,8 @@ class Settings(_Base):
     # --- telemetry
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     worker_web_port: int = Field(0, description="Faust web port per worker; 0 turns the web server off")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port per worker; 0 turns it off. "
+                              "`aimass run all` gives its workers this port, +1, +2, ... in the order it starts them")
 
 
     def topic(self, name: str) -> str:

@@ -70,3 +70,23 @@ def extract(headers: Iterable[tuple[str, bytes]] | dict | None) -> context.Conte
         if key in ("traceparent", "tracestate"):
             carrier[key] = v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
     return propagate.extract(carrier)
+
+
+def _ns(ms: float) -> int:
+    return int(ms * 1_000_000)
+
+
+def past_span(tracer: trace.Tracer, name: str, parent: context.Context | trace.Span | None, start_ms: float,
+              end_ms: float, attributes: dict | None = None, links: Sequence[trace.Link] = ()) -> trace.Span:
+    """Record a span for a stage that already happened, timed by the message's stamps (epoch ms): batch
+    work is timed once and each frame gets its own span from those times. ``parent`` is a context
+    (from Kafka headers) or a span. Returns the ended span, to parent the next stage on."""
+    ctx = trace.set_span_in_context(parent) if isinstance(parent, trace.Span) else parent
+    span = tracer.start_span(name, context=ctx, start_time=_ns(start_ms), attributes=attributes, links=list(links))
+    span.end(end_time=_ns(max(end_ms, start_ms)))
+    return span
+
+
+def inject_span(span: trace.Span, headers: list[tuple[str, bytes]] | None = None) -> list[tuple[str, bytes]]:
+    """Kafka headers carrying ``span`` as the parent of the next stage."""
+    return inject(headers, trace.set_span_in_context(span))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import faust
 from opentelemetry import trace
 
-from aimass import contracts, control, telemetry
+from aimass import contracts, control, metrics, telemetry
 from aimass import routing as R
 from aimass.contracts import ContractError, Detections, Frame, ModelEvent, ModelRouting, ShadowResult
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
@@ -77,6 +77,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
     switching = asyncio.Lock()  # one routing change at a time (control topic or a run failure)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     tracer = telemetry.tracer("aimass.detector")
+    m_ = metrics.instruments()
 
     async def report(event: str, model: str, detail: str = "", value: float = 0.0, revision: int = -1) -> None:
         (log.warning if event in ("load_failed", "switch_refused", "run_failed", "rolled_back") else log.info)(
@@ -177,6 +178,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
                 continue
             if received - frame.captured_ms > settings.max_frame_age_s * 1000:
                 counters.stale += 1
+                m_.stale_frames.add(1, {"camera": frame.camera_id})
                 continue
             frame.stamps["detector_in"] = received
             frames.append(frame)
@@ -192,9 +194,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
             if not frames:
                 continue
             serve, shadow = models.plan(frames)
-            with tracer.start_as_current_span("inference", links=[trace.Link(trace.get_current_span(c).get_span_context())
-                                                                  for c, _ in ctxs]) as span:
-                span.set_attribute("batch.size", len(frames))
+            with tracer.start_as_current_span("inference batch", links=[
+                    trace.Link(trace.get_current_span(c).get_span_context()) for c, _ in ctxs]) as batch_span:
+                batch_span.set_attribute("batch.size", len(frames))
                 result = await loop.run_in_executor(pool, run_batch, dict(models.models), serve, shadow, frames)
                 for attempt in range(MAX_RERUNS):
                     if not result.failed:
@@ -212,6 +214,13 @@ def build_app(settings: DetectorSettings) -> faust.App:
                         result.served[i] = again.served[i]
                     result.failed, result.unserved = again.failed, again.unserved
             counters.batches += 1
+            runs = {(sv.model, sv.decoded_ms, sv.inferred_ms, sv.batch_size) for sv in result.served if sv.objects is not None}
+            for model, decoded_ms, inferred_ms, size in runs:
+                m_.inference_ms.record(inferred_ms - decoded_ms, {"model": model})
+                m_.batch_size.record(size, {"model": model})
+            for model in result.failed:
+                m_.model_failures.add(1, {"model": model})
+            batch_link = [trace.Link(batch_span.get_span_context())]
             pending = []
             for i, frame in enumerate(frames):
                 ctx, m = ctxs[i]
@@ -229,15 +238,22 @@ def build_app(settings: DetectorSettings) -> faust.App:
                 objects = trackers.update(frame.camera_id, served.objects, frame.captured_ms, frame.seq)
                 counters.frames += 1
                 counters.objects += len(objects)
+                m_.frames.add(1, {"camera": frame.camera_id, "model": served.model})
                 stamps = dict(frame.stamps)
                 stamps.update(decoded=served.decoded_ms, inferred=served.inferred_ms, detector_out=contracts.now_ms())
+                # This frame's own spans, timed by its stamps: detect > decode, inference (linked to the batch).
+                detect_span = telemetry.past_span(tracer, "detect", ctx, stamps["detector_in"], stamps["detector_out"],
+                                                  {"camera.id": frame.camera_id, "frame.seq": frame.seq,
+                                                   "model": served.model, "objects": len(objects)})
+                telemetry.past_span(tracer, "decode", detect_span, stamps["detector_in"], served.decoded_ms)
+                telemetry.past_span(tracer, "inference", detect_span, served.decoded_ms, served.inferred_ms,
+                                    {"batch.size": served.batch_size, "model": served.model}, links=batch_link)
                 name, version = R.split_ref(served.model)
                 out = Detections(site_id=frame.site_id, camera_id=frame.camera_id, seq=frame.seq,
                                  captured_ms=frame.captured_ms, width=frame.width, height=frame.height,
                                  jpeg_bytes=len(frame.jpeg), model_name=name, model_version=version, objects=objects,
                                  batch_size=served.batch_size, stamps=stamps)
-                with tracer.start_as_current_span("detect", context=ctx):
-                    headers = dict(telemetry.inject())
+                headers = dict(telemetry.inject_span(detect_span))
                 pending.append(await out_topic.send(key=frame.camera_id.encode(), value=contracts.encode(out),
                                                     headers=headers, force=True))
             for run in result.shadows:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import faust
 
-from aimass import contracts, telemetry
+from aimass import contracts, metrics, telemetry
 from aimass.contracts import ContractError, Detections, SensorReading, Violation
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import RulesSettings
@@ -58,6 +58,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             ("site", contracts.TOPIC_STATE_RULES_SITES, contracts.TOPIC_VIOLATIONS, settings.partitions_violations))}
     counters = Counters()
     tracer = telemetry.tracer("aimass.rules")
+    m_ = metrics.instruments()
     log.info("rules: site %s with %d cameras, %d sensors, %d rules from %s", site.site.id,
              len(site.cameras), len(site.sensors), len(site.rules), settings.site_file)
 
@@ -72,6 +73,8 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         for f in futs:
             await f
         counters.violations += len(violations)
+        for v in violations:
+            m_.violations.add(1, {"rule_type": v.rule_type, "event": v.event})
 
     async def resume(kind: str, partition: int) -> None:
         """Load the stored state of a partition's keys the first time it is met after an assignment."""
@@ -117,8 +120,11 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             await resume(kind, m.partition)
             msg.stamps["rules_in"] = contracts.now_ms()
             ctx = telemetry.extract(m.headers)
-            with tracer.start_as_current_span("rules", context=ctx):
+            with tracer.start_as_current_span("rules", context=ctx) as span:
                 violations = handle(msg)
+                span.set_attribute("violations", len(violations))
+                ctx = telemetry.trace.set_span_in_context(span)  # violations are children of this evaluation
+            m_.rule_evaluations.add(1, {"source": kind})
             await emit(violations, ctx)
             # Stored after its violations went out (see aimass.state).
             states[kind].save(m.partition, ident.encode(), engine.export_state((kind, ident)))

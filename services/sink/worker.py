@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 import faust
 
-from aimass import contracts
+from aimass import contracts, telemetry
 from aimass.contracts import ContractError, DeadLetter, Detections, ModelEvent, SensorReading, ShadowResult, Violation
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import SinkSettings
@@ -33,13 +33,18 @@ ROUTES: dict[str, tuple[type, dict[str, Mapper]]] = {
 }
 
 
+TRACED = {contracts.TOPIC_DETECTIONS, contracts.TOPIC_VIOLATIONS, contracts.TOPIC_SENSORS}
+
+
 def build_app(settings: SinkSettings) -> faust.App:
     app = make_app(SERVICE, settings)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     writers: dict[str, TableWriter] = {}
+    tracer = telemetry.tracer("aimass.sink")
 
     def add_agent(topic_name: str) -> None:
         cls, tables = ROUTES[topic_name]
+        tracing = topic_name in TRACED  # the message kinds that carry a trace from the gateway
         for table in tables:
             writers[table] = TableWriter(settings.clickhouse_url, table, retry_max_s=settings.retry_max_s)
 
@@ -47,6 +52,7 @@ def build_app(settings: SinkSettings) -> faust.App:
             async for events in stream.take_events(settings.batch_rows, within=settings.batch_wait_s):
                 t = contracts.now_ms()
                 batch: dict[str, list[tuple]] = {table: [] for table in tables}
+                traced = []  # (trace context, what) of each message, for its insert span
                 for ev in events:
                     m = ev.message
                     try:
@@ -61,8 +67,16 @@ def build_app(settings: SinkSettings) -> faust.App:
                         continue
                     for table, mapper in tables.items():
                         batch[table].extend(mapper(msg, t))
+                    if tracing:
+                        traced.append((telemetry.extract(m.headers), m.key))
                 for table, rows in batch.items():
                     await writers[table].write(rows)
+                # One span per message, child of its trace, timed by the batch's inserts: a frame's trace
+                # ends with the insert that made it queryable.
+                done = contracts.now_ms()
+                for ctx, key in traced:
+                    telemetry.past_span(tracer, "insert", ctx, t, done,
+                                        {"tables": ",".join(tables), "batch.size": len(events)})
                 # take_events acknowledges the events when this loop turns, after the inserts.
 
         agent.__name__ = agent.__qualname__ = f"sink_{topic_name.replace('.', '_')}"

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from clickhouse_driver.errors import Error as ClickHouseError
 
+from aimass import metrics
 from aimass.clickhouse.client import connect, insert
 from aimass.clickhouse.schema import COLUMNS
 
@@ -52,13 +53,17 @@ class TableWriter:
         if not rows:
             return
         loop = asyncio.get_running_loop()
+        m = metrics.instruments()
+        attrs = {"table": self.table}
         delay = 0.2
+        start = time.perf_counter()
         while True:
             t0 = time.perf_counter()
             try:
                 await loop.run_in_executor(self._pool, self._insert, rows)
             except (ClickHouseError, OSError, EOFError) as exc:
                 self.failures += 1
+                m.sink_failures.add(1, attrs)
                 log.warning("insert of %d rows into %s failed (%s); retrying in %.1f s — input is not "
                             "acknowledged until it succeeds", len(rows), self.table, exc, delay)
                 await asyncio.sleep(delay)
@@ -67,6 +72,8 @@ class TableWriter:
             self.last_flush_ms = (time.perf_counter() - t0) * 1000
             self.rows += len(rows)
             self.batches += 1
+            m.sink_rows.add(len(rows), attrs)
+            m.sink_flush_ms.record((time.perf_counter() - start) * 1000, attrs)
             return
 
     def close(self) -> None:
