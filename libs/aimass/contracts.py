@@ -30,13 +30,14 @@ TOPIC_CONTROL_RULES = "aimass.control.rules"  # key: site_id; compacted: the lat
 TOPIC_CONTROL_MODELS = "aimass.control.models"  # key: "routing"; compacted: which model serves which cameras
 TOPIC_MODEL_EVENTS = "aimass.model-events"  # key: model ref; loads, switches, failures, rollbacks, drift
 TOPIC_SHADOW = "aimass.shadow"  # key: camera_id; a shadow model's results beside the serving model's
+TOPIC_HEARTBEATS = "aimass.heartbeats"  # key: gateway_id; a gateway's and its cameras' health, every few seconds
 # Workers' own state (aimass.state), compacted, partitioned like the input topic named beside each.
 TOPIC_STATE_TRACKS = "aimass.state.tracks"  # detector's tracker per camera; like frames
 TOPIC_STATE_RULES_CAMERAS = "aimass.state.rules-cameras"  # rule state per camera; like detections
 TOPIC_STATE_RULES_SENSORS = "aimass.state.rules-sensors"  # rule state per sensor; like sensors
 TOPIC_STATE_RULES_SITES = "aimass.state.rules-sites"  # correlation state per site; like violations
 TOPICS = (TOPIC_FRAMES, TOPIC_SENSORS, TOPIC_DETECTIONS, TOPIC_VIOLATIONS, TOPIC_DEADLETTER, TOPIC_CONTROL_RULES,
-          TOPIC_CONTROL_MODELS, TOPIC_MODEL_EVENTS, TOPIC_SHADOW, TOPIC_STATE_TRACKS, TOPIC_STATE_RULES_CAMERAS, TOPIC_STATE_RULES_SENSORS, TOPIC_STATE_RULES_SITES)
+          TOPIC_CONTROL_MODELS, TOPIC_MODEL_EVENTS, TOPIC_SHADOW, TOPIC_HEARTBEATS, TOPIC_STATE_TRACKS, TOPIC_STATE_RULES_CAMERAS, TOPIC_STATE_RULES_SENSORS, TOPIC_STATE_RULES_SITES)
 
 # Size limits (bytes). A frame's JPEG is the only large field.
 MAX_JPEG_BYTES = 2 * 1024 * 1024
@@ -44,6 +45,11 @@ MAX_FRAME_MESSAGE_BYTES = MAX_JPEG_BYTES + 64 * 1024
 MAX_SMALL_MESSAGE_BYTES = 256 * 1024
 MAX_OBJECTS_PER_FRAME = 300
 MAX_ID_LEN = 128
+# Capture times outside these bounds are a broken clock, not data: before 2000 (a gateway booted
+# without a real-time clock says 1970) or more than a day ahead of the reader's clock.
+MIN_CAPTURE_MS = 946_684_800_000.0  # 2000-01-01T00:00:00Z
+MAX_CLOCK_AHEAD_MS = 86_400_000.0
+MAX_ERROR_LEN = 1000  # a heartbeat's last_error
 
 
 def now_ms() -> float:
@@ -237,14 +243,56 @@ class ShadowResult(msgspec.Struct, kw_only=True, tag="shadow_result", tag_field=
     shadow_ms: float = 0.0  # the shadow model's inference time for its batch
 
 
+HeartbeatStatus = Literal["ok", "idle", "reconnecting", "stopped", "spooling"]
+
+
+class Heartbeat(msgspec.Struct, kw_only=True, tag="heartbeat", tag_field="kind"):
+    """A gateway's health (``camera_id`` empty) or one of its cameras', sent every few seconds.
+
+    Counters are cumulative since the gateway process started (a restart starts them at 0 again, and
+    ``started_ms`` changes). Times are the gateway's clock; ``clock_offset_ms`` is how far that clock
+    was measured to be from the reference (reference minus gateway: add it to a gateway time to get
+    reference time), ``clock_source`` what it was measured against ("" = not measured). Capture times
+    are never corrected by the gateway; readers that compare clocks use the offset."""
+
+    v: int = SCHEMA_VERSION
+    site_id: str
+    gateway_id: str
+    camera_id: str = ""  # "" = the gateway itself
+    at_ms: float  # gateway clock when the heartbeat was made
+    started_ms: float = 0.0  # when this gateway process started
+    interval_s: float = 0.0  # the heartbeat period: a consumer may call it silent after a few of these
+    status: HeartbeatStatus = "ok"
+    fps: float = 0.0  # frames sent per second since the previous heartbeat
+    read_fps: float = 0.0  # frames read from the source per second since the previous heartbeat
+    frames_read: int = 0
+    frames_sent: int = 0
+    frames_skipped: int = 0  # read but not sent: the motion gate found nothing new
+    bytes_sent: int = 0  # JPEG bytes of the frames sent
+    last_frame_ms: float = 0.0  # capture time of the last frame read from the source (0: none yet)
+    errors: int = 0  # source errors (open or read failures)
+    reconnects: int = 0
+    last_error: str = ""
+    readings_sent: int = 0
+    readings_refused: int = 0  # failed validation at the edge (dead-lettered)
+    send_errors: int = 0
+    spool_messages: int = 0  # waiting on disk for the broker
+    spool_bytes: int = 0
+    spool_dropped: int = 0  # dropped from the spool when it was full (oldest first), since the spool was created
+    clock_offset_ms: float = 0.0
+    clock_rtt_ms: float = 0.0  # round trip of the measurement: the offset is good to about half of it
+    clock_source: str = ""
+    clock_measured_ms: float = 0.0  # when the offset was measured (gateway clock)
+
+
 Message = (Frame | SensorReading | Detections | Violation | DeadLetter | SiteConfig | ModelRouting | ModelEvent
-           | ShadowResult)
+           | ShadowResult | Heartbeat)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders = {
     cls: msgspec.msgpack.Decoder(cls)
     for cls in (Frame, SensorReading, Detections, Violation, DeadLetter, SiteConfig, ModelRouting, ModelEvent,
-                ShadowResult)
+                ShadowResult, Heartbeat)
 }
 
 
@@ -293,9 +341,22 @@ def _check_id(name: str, value: str) -> None:
         raise ContractError("bad_value", f"{name} must be 1..{MAX_ID_LEN} characters, got {value!r:.80}")
 
 
+def _check_time(msg: Message) -> None:
+    t = getattr(msg, "captured_ms", None)
+    if t is None:
+        return
+    _finite("captured_ms", t)
+    if t < MIN_CAPTURE_MS:
+        raise ContractError("bad_time", f"captured_ms {t:.0f} is before 2000-01-01: the sender's clock is not set "
+                                        "(a gateway without a real-time clock or NTP); fix its clock")
+    if t > now_ms() + MAX_CLOCK_AHEAD_MS:
+        raise ContractError("bad_time", f"captured_ms {t:.0f} is {(t - now_ms()) / 3.6e6:.1f} h in the future: the "
+                                        "sender's clock is wrong; fix its clock (NTP)")
+
+
 def _check(msg: Message) -> None:
     """Value checks that a schema cannot express."""
-    _finite("captured_ms", getattr(msg, "captured_ms", 0.0) or 0.0)
+    _check_time(msg)
     if isinstance(msg, Frame):
         _check_id("camera_id", msg.camera_id)
         if len(msg.jpeg) > MAX_JPEG_BYTES:
@@ -313,6 +374,13 @@ def _check(msg: Message) -> None:
             for o in objects:
                 for name in ("score", "x1", "y1", "x2", "y2"):
                     _finite(name, getattr(o, name))
+    elif isinstance(msg, Heartbeat):
+        _check_id("gateway_id", msg.gateway_id)
+        if len(msg.camera_id) > MAX_ID_LEN or len(msg.last_error) > MAX_ERROR_LEN:
+            raise ContractError("bad_value", f"camera_id or last_error too long ({len(msg.camera_id)}, {len(msg.last_error)})")
+        for name in ("at_ms", "started_ms", "interval_s", "fps", "read_fps", "last_frame_ms", "clock_offset_ms",
+                     "clock_rtt_ms", "clock_measured_ms"):
+            _finite(name, getattr(msg, name))
     elif isinstance(msg, ModelRouting):
         if "default" not in msg.groups:
             raise ContractError("bad_value", "model routing has no 'default' group")

@@ -51,18 +51,22 @@ def test_frames_readings_and_bad_input_reach_clickhouse(ns, ns_ch, workers):
         (contracts.TOPIC_FRAMES, b"cam-x", b"\xc1garbage"),          # not a Frame
         (contracts.TOPIC_FRAMES, b"cam-x", corrupt_jpeg),            # a Frame whose JPEG is corrupt
         (contracts.TOPIC_SENSORS, b"temp-1", b""),                   # empty
+        (contracts.TOPIC_SENSORS, b"temp-1", contracts.encode(contracts.SensorReading(
+            site_id="test-site", sensor_id="temp-1", seq=99, captured_ms=contracts.now_ms(), value=float("nan")))),
+        (contracts.TOPIC_FRAMES, b"cam-x", contracts.encode(contracts.Frame(   # a gateway without a clock
+            site_id="test-site", camera_id="cam-x", seq=2, captured_ms=0.0, width=320, height=240, jpeg=b"\xff\xd8"))),
     ]))
 
     wait_until(lambda: _count(ns_ch, "SELECT count() FROM frames FINAL") >= 12, 60, "12 frames in ClickHouse")
     wait_until(lambda: _count(ns_ch, "SELECT count() FROM sensor_readings FINAL") >= 5, 30, "5 readings")
-    wait_until(lambda: _count(ns_ch, "SELECT count() FROM deadletters") >= 3, 30, "3 dead letters")
+    wait_until(lambda: _count(ns_ch, "SELECT count() FROM deadletters") >= 5, 30, "5 dead letters")
 
     cols, rows = query_rows(ns_ch, "SELECT camera_id, count(), min(seq), max(seq), any(model_name), "
                                    "min(detector_in_ms - sent_ms) >= 0, min(sink_in_ms - detector_out_ms) >= 0 "
                                    "FROM frames FINAL GROUP BY camera_id")
     assert rows == [("cam-1", 12, 0, 11, "nanodet-g-416", 1, 1)], workers.logs()
     _, rows = query_rows(ns_ch, "SELECT source_topic, reason, service FROM deadletters ORDER BY reason")
-    assert sorted(r[1] for r in rows) == ["bad_encoding", "bad_jpeg", "empty"]
+    assert sorted(r[1] for r in rows) == ["bad_encoding", "bad_jpeg", "bad_time", "bad_value", "empty"]
     assert {r[0] for r in rows} == {ns.topic_prefix + contracts.TOPIC_FRAMES, ns.topic_prefix + contracts.TOPIC_SENSORS}
     _, rows = query_rows(ns_ch, "SELECT sensor_id, count(), max(value) FROM sensor_readings FINAL GROUP BY sensor_id")
     assert rows == [("temp-1", 5, 24.0)]

@@ -15,7 +15,7 @@ def _frame(**kw):
 def test_round_trip_keeps_every_field():
     f = _frame(stamps={"sent": 1.0})
     assert contracts.decode(contracts.encode(f), Frame) == f
-    d = Detections(site_id="s", camera_id="c", seq=1, captured_ms=5.0, width=10, height=10, model_name="m",
+    d = Detections(site_id="s", camera_id="c", seq=1, captured_ms=1.7e12, width=10, height=10, model_name="m",
                    model_version="1", objects=[DetectedObject("person", 0, 0.9, 0.1, 0.2, 0.3, 0.4)])
     assert contracts.decode(contracts.encode(d), Detections).objects[0].label == "person"
 
@@ -58,10 +58,24 @@ def test_oversized_message_is_refused_before_decoding():
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_non_finite_readings_are_refused(value):
-    r = SensorReading(site_id="s", sensor_id="t", seq=1, captured_ms=1.0, value=value)
+    r = SensorReading(site_id="s", sensor_id="t", seq=1, captured_ms=1.7e12, value=value)
     with pytest.raises(ContractError) as e:
         contracts.decode(contracts.encode(r), SensorReading)
     assert e.value.reason == "bad_value"
+
+
+@pytest.mark.parametrize("captured_ms, says", [
+    (0.0, "before 2000"),                                   # a gateway that booted without a clock
+    (math.nan, "finite"),
+    (contracts.now_ms() + 3 * 86_400_000, "in the future"),  # three days ahead
+])
+def test_capture_times_from_a_broken_clock_are_refused(captured_ms, says):
+    with pytest.raises(ContractError, match=says) as e:
+        contracts.decode(contracts.encode(_frame(captured_ms=captured_ms)), Frame)
+    assert e.value.reason in ("bad_time", "bad_value")
+    # A backlog from last month is history, not a broken clock.
+    month_ago = contracts.now_ms() - 30 * 86_400_000
+    assert contracts.decode(contracts.encode(_frame(captured_ms=month_ago)), Frame).captured_ms == month_ago
 
 
 def test_bad_ids_and_sizes_are_refused():
