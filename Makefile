@@ -51,3 +51,7 @@ stack-down: install
 
 clean:
 	rm -rf $(VENV) .aimass .pytest_cache
+# The long chaos run: five minutes of kills, rebalances and ClickHouse outages (make test runs 40 s of it).
+chaos: install clickhouse
+	AIMASS_CHAOS_SECONDS=$${AIMASS_CHAOS_SECONDS:-300} $(PY) -m pytest tests/chaos -s $(PYTEST_ARGS)
+

@@ -81,7 +81,9 @@ class DetectorSettings(Settings):
 
 
 class RulesSettings(Settings):
-    pass
+    tick_max_backlog: int = Field(20, ge=0, description="clock ticks (stale sensors, 'A without B') are judged only "
+                                  "while at most this many sensor readings and violation events wait unprocessed, "
+                                  "so a worker catching up after a restart does not call live sensors stale")
 
 
 class RegistrySettings(Settings):

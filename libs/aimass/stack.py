@@ -57,13 +57,14 @@ def wait_for_port(host: str, port: int, deadline_s: float, proc: subprocess.Pope
     raise StackError(f"nothing listens on {host}:{port} after {deadline_s:.0f} s")
 
 
-def start_broker(state_dir: Path, host: str = "127.0.0.1") -> tuple[int, int]:
-    """Start tansu on a free port; returns (pid, port)."""
+def start_broker(state_dir: Path, host: str = "127.0.0.1", advertised_listener_url: str | None = None) -> tuple[int, int]:
+    """Start tansu on a free port; returns (pid, port). ``advertised_listener_url`` is the address the
+    broker tells clients to connect to (default: where it listens), e.g. a TLS terminator in front of it."""
     port = free_port(host)
     log = open(state_dir / "tansu.log", "ab")
     url = f"tcp://{host}:{port}"
     proc = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised_listener_url or url,
          "--storage-engine", "memory://tansu/"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
@@ -88,8 +89,14 @@ class StackInfo:
     clickhouse_http_port: int
 
     def env(self) -> dict[str, str]:
-        return {"AIMASS_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "AIMASS_CLICKHOUSE_URL": self.clickhouse_url,
-                "AIMASS_STATE_DIR": self.state_dir}
+        env = {"AIMASS_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "AIMASS_CLICKHOUSE_URL": self.clickhouse_url,
+               "AIMASS_STATE_DIR": self.state_dir}
+        # The server's insert-only and read-only users (the sink writes as the first): names and the
+        # files holding their passwords, never the passwords.
+        for kind, name, f in ch_server.local_users(Path(self.state_dir) / "clickhouse", create=False):
+            env[f"AIMASS_CLICKHOUSE_{kind.upper()}_USER"] = name
+            env[f"AIMASS_CLICKHOUSE_{kind.upper()}_PASSWORD_FILE"] = str(f)
+        return env
 
     def settings(self, cls: type[Settings] = Settings, **kw) -> Settings:
         return cls(kafka_bootstrap=self.kafka_bootstrap, clickhouse_url=self.clickhouse_url, **kw)
@@ -136,11 +143,16 @@ def prepare(settings: Settings, *, topics: bool = True, migrate: bool = True) ->
         from aimass.kafka import create_topics
         asyncio.run(create_topics(settings))
     if migrate:
-        from aimass.clickhouse.client import connect, database_of
+        from aimass.clickhouse.client import connect, database_of, server_version
         from aimass.clickhouse.migrate import migrate_client
+        from aimass.clickhouse.users import configured_users, ensure_users
         client = connect(settings.clickhouse_url, database="default")
         try:
-            migrate_client(client, database_of(settings.clickhouse_url))
+            database = database_of(settings.clickhouse_url)
+            migrate_client(client, database)
+            # The sink's and the analysts' users, from their settings (ClickHouse >= 20.5; on 18.16 they
+            # are users.xml entries): a separate step, so no password is ever in a migration file.
+            ensure_users(client.execute, database, server_version(client), configured_users(settings))
         finally:
             client.disconnect()
 
@@ -155,6 +167,25 @@ def down(state_dir: Path) -> bool:
     stop_pid(info.clickhouse_pid)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return True
+
+
+def restart_clickhouse(state_dir: Path, down_s: float = 0.0) -> StackInfo:
+    """Stop the stack's ClickHouse, wait ``down_s``, start it again on the same ports and data (an
+    outage, for the chaos tests); the state file follows the new process."""
+    import time
+    from urllib.parse import urlparse
+
+    state_dir = Path(state_dir).resolve()
+    info = read_state(state_dir)
+    if info is None:
+        raise StackError(f"no stack recorded in {state_dir}")
+    stop_pid(info.clickhouse_pid)
+    time.sleep(down_s)  # the outage itself, not a wait for readiness
+    tcp = urlparse(info.clickhouse_url).port
+    ch = ch_server.start_server(state_dir / "clickhouse", ports=(tcp, info.clickhouse_http_port))
+    info = StackInfo(**{**asdict(info), "clickhouse_pid": ch.pid})
+    (state_dir / STATE_FILE).write_text(json.dumps(asdict(info), indent=2))
+    return info
 
 
 class LocalStack:

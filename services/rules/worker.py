@@ -57,6 +57,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             ("sensor", contracts.TOPIC_STATE_RULES_SENSORS, contracts.TOPIC_SENSORS, settings.partitions_sensors),
             ("site", contracts.TOPIC_STATE_RULES_SITES, contracts.TOPIC_VIOLATIONS, settings.partitions_violations))}
     counters = Counters()
+    processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset handled
     tracer = telemetry.tracer("aimass.rules")
     m_ = metrics.instruments()
     log.info("rules: site %s with %d cameras, %d sensors, %d rules from %s", site.site.id,
@@ -118,6 +119,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                                 partition=m.partition, offset=m.offset)
                 continue
             await resume(kind, m.partition)
+            processed[(m.topic, m.partition)] = m.offset
             msg.stamps["rules_in"] = contracts.now_ms()
             ctx = telemetry.extract(m.headers)
             with tracer.start_as_current_span("rules", context=ctx) as span:
@@ -185,14 +187,36 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             if v.site_id != engine.site.site.id:
                 continue
             await resume("site", m.partition)
+            processed[(m.topic, m.partition)] = m.offset
             ctx = telemetry.extract(m.headers)
             await emit(engine.on_violation(v), ctx)
             states["site"].save(m.partition, v.site_id.encode(), engine.export_state(("site", v.site_id)))
+
+    def backlog(topic: str) -> int:
+        """Messages of ``topic`` on this worker's partitions not processed yet (fetch high watermark minus
+        what was processed or committed); -1 while a partition's high watermark is not known yet."""
+        total = 0
+        for tp in app.consumer.assignment():
+            if tp.topic != topic:
+                continue
+            hw = app.consumer.highwater(tp)
+            if hw is None:
+                return -1
+            done = max(processed.get((tp.topic, tp.partition), -1) + 1,
+                       (app.monitor.tp_committed_offsets or {}).get(tp, 0))
+            total += max(0, hw - done)
+        return total
 
     @app.timer(1.0)
     async def tick() -> None:
         if not caught_up.is_set():
             return
+        # Silence is judged on the worker's clock, so only once the input that could break it is in: a
+        # worker catching up after a restart would otherwise call every sensor stale.
+        for topic in (sensor_topic.get_topic_name(), out_topic.get_topic_name()):
+            lag = backlog(topic)
+            if lag < 0 or lag > settings.tick_max_backlog:
+                return
         out = engine.on_tick(contracts.now_ms(), owns=owns)
         await emit(out, None)
         for kind, ident in {engine.home_of(v.rule_id) for v in out}:

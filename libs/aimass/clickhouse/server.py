@@ -79,7 +79,7 @@ USERS = """<?xml version="1.0"?>
         <default>
             <max_memory_usage>4000000000</max_memory_usage>
             <max_threads>2</max_threads>
-        </default>
+        </default>{profiles}
     </profiles>
     <users>
         <default>
@@ -87,13 +87,56 @@ USERS = """<?xml version="1.0"?>
             <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
-        </default>
+        </default>{users}
     </users>
     <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
         <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
     </interval></default></quotas>
 </yandex>
 """
+
+
+# The local server's insert-only sink user and read-only reader user (aimass.clickhouse.users), limited
+# to these databases. Their passwords are random, made once per state dir, kept in SECRETS_DIR (0600) for
+# the clients (`aimass stack env` exports the file names); users.xml gets only their SHA-256.
+LOCAL_DATABASES = ("aimass",)
+SECRETS_DIR = "secrets"
+
+
+def local_users(state_dir: Path, create: bool = True) -> list[tuple[str, str, Path]]:
+    """(kind, user name, password file) of the local server in ``state_dir``; makes the password files
+    the first time (``create``; else lists only those that exist). Names are the settings' defaults
+    (clickhouse_sink_user, clickhouse_reader_user)."""
+    import secrets
+
+    from aimass.settings import Settings
+
+    folder = Path(state_dir) / SECRETS_DIR
+    if create:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out = []
+    for kind in ("sink", "reader"):
+        name = Settings.model_fields[f"clickhouse_{kind}_user"].default
+        f = folder / f"{name}.password"
+        if not f.exists():
+            if not create:
+                continue
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out_file:
+                out_file.write(secrets.token_urlsafe(24))
+        out.append((kind, name, f))
+    return out
+
+
+def _users_config(state_dir: Path) -> str:
+    import hashlib
+
+    from aimass.clickhouse.users import users_xml
+
+    users = [(kind, name, hashlib.sha256(f.read_text().strip().encode()).hexdigest())
+             for kind, name, f in local_users(state_dir)]
+    profiles, entries = users_xml(users, list(LOCAL_DATABASES))
+    return USERS.format(profiles=profiles, users=entries)
 
 
 @dataclass
@@ -145,17 +188,18 @@ def _log_tail(state_dir: Path) -> str:
 
 
 def start_server(state_dir: Path, *, binary: str | None = None, host: str = "127.0.0.1",
-                 deadline_s: float = 60.0) -> ServerHandle:
-    """Start a server with its data under ``state_dir`` on free ports; returns once it answers."""
+                 deadline_s: float = 60.0, ports: tuple[int, int] | None = None) -> ServerHandle:
+    """Start a server with its data under ``state_dir`` on free ports (or on ``ports``, (tcp, http):
+    a restart keeps its address); returns once it answers."""
     from clickhouse_driver import Client
 
     cmd = find_binary(binary)
     state_dir = Path(state_dir).resolve()
     for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
         (state_dir / sub).mkdir(parents=True, exist_ok=True)
-    tcp, http = free_port(host), free_port(host)
+    tcp, http = ports or (free_port(host), free_port(host))
     (state_dir / "config.xml").write_text(CONFIG.format(d=state_dir, host=host, tcp=tcp, http=http))
-    (state_dir / "users.xml").write_text(USERS)
+    (state_dir / "users.xml").write_text(_users_config(state_dir))
     prefix = _run_as_clickhouse_user(state_dir)
     with open(state_dir / "stderr.log", "ab") as err:
         proc = subprocess.Popen([*prefix, *cmd, f"--config-file={state_dir / 'config.xml'}"],
