@@ -149,7 +149,10 @@ def run_demo(duration: float, state_dir: Path, console: Console) -> int:
 
         from aimass_gateway.producer import GatewayProducer
         from aimass_gateway.simulate import simulate
-        gw_settings = info.settings(GatewaySettings, site_file=settings.site_file)
+        # The demo's gateway spools under the demo's state dir, emptied here: an interrupted demo's
+        # leftovers must not reach the next one's fresh broker.
+        shutil.rmtree(state_dir / "gateway-spool", ignore_errors=True)
+        gw_settings = info.settings(GatewaySettings, site_file=settings.site_file, spool_dir=state_dir / "gateway-spool")
         gw = GatewayProducer(gw_settings, site.site.id)
         live = LiveStats(info.clickhouse_url, gw.counters)
         live.start()

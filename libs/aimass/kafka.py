@@ -1,5 +1,5 @@
-"""Kafka plumbing shared by the services: topic creation, the Faust app factory, producers,
-and dead letters.
+"""Kafka plumbing shared by the services: the clients' security options (TLS, SASL), topic creation,
+the Faust app factory, producers, and dead letters.
 
 Workers read raw bytes and decode with aimass.contracts themselves, so a bad message becomes a
 dead letter with a reason instead of a Faust deserialisation crash.
@@ -23,6 +23,63 @@ from aimass.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class KafkaSecurityError(RuntimeError):
+    """The Kafka security settings cannot be used (a file missing or unreadable, a key that does not open)."""
+
+
+def client_options(settings: Settings) -> dict:
+    """The keyword arguments that put an aiokafka client (AIOKafkaProducer, AIOKafkaConsumer,
+    AIOKafkaAdminClient) on the configured security protocol: ``security_protocol``, and with TLS an
+    ``ssl_context`` (aiokafka.helpers.create_ssl_context from the CA, client certificate and key), with
+    SASL ``sasl_mechanism``, ``sasl_plain_username`` and ``sasl_plain_password`` (aiokafka's name for the
+    PLAIN and SCRAM password). make_app hands the same to Faust as its ``broker_credentials``.
+    The password is a str that shows as '**********' in repr(); nothing here logs it."""
+    from aiokafka.helpers import create_ssl_context
+
+    from aimass.credentials import SecretError, resolve
+
+    protocol = settings.kafka_security_protocol
+    options: dict = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(settings, name)
+            if path is not None and not path.is_file():
+                raise KafkaSecurityError(f"{name} {path} is not a readable file")
+        key_password = settings.kafka_ssl_password.get_secret_value()
+        try:
+            context = create_ssl_context(
+                cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile,
+                keyfile=settings.kafka_ssl_keyfile,
+                # A callable, never None: OpenSSL would otherwise prompt on the terminal for an encrypted
+                # key's password; with '' a wrong or missing password fails at once.
+                password=lambda: key_password)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise KafkaSecurityError(f"cannot set up TLS for Kafka from kafka_ssl_cafile/certfile/keyfile: "
+                                     f"{type(exc).__name__}: {exc}") from None
+        context.check_hostname = settings.kafka_ssl_check_hostname
+        options["ssl_context"] = context
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        try:
+            password = resolve(settings.kafka_sasl_password, settings.kafka_sasl_password_file, "kafka_sasl_password")
+        except SecretError as exc:
+            raise KafkaSecurityError(str(exc)) from None
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=password)
+    return options
+
+
+def faust_credentials(options: dict) -> faust.auth.Credentials | None:
+    """``client_options``' result as Faust's ``broker_credentials`` (None for PLAINTEXT). Faust's
+    aiokafka driver turns them back into exactly these keyword arguments for each client it creates."""
+    protocol = options["security_protocol"]
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
+                                     mechanism=options["sasl_mechanism"], ssl_context=options.get("ssl_context"))
+    return None
+
+
 def topic_partitions(settings: Settings) -> dict[str, int]:
     """Logical topic name (aimass.contracts) -> partition count."""
     return {
@@ -35,6 +92,7 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         contracts.TOPIC_CONTROL_MODELS: 1,  # one ordered history of routing revisions
         contracts.TOPIC_MODEL_EVENTS: 1,
         contracts.TOPIC_SHADOW: settings.partitions_detections,
+        contracts.TOPIC_HEARTBEATS: settings.partitions_heartbeats,
         # State topics: exactly as many partitions as the input they belong to (aimass.state).
         contracts.TOPIC_STATE_TRACKS: settings.partitions_frames,
         contracts.TOPIC_STATE_RULES_CAMERAS: settings.partitions_detections,
@@ -47,18 +105,23 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
 # take the last per key either way).
 COMPACTED = {contracts.TOPIC_CONTROL_RULES, contracts.TOPIC_CONTROL_MODELS, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_STATE_RULES_CAMERAS,
              contracts.TOPIC_STATE_RULES_SENSORS, contracts.TOPIC_STATE_RULES_SITES}
+# Heartbeats carry the broker's append time, which a gateway reads back from the produce answer to
+# measure its clock offset (aimass_gateway.clock); brokers that ignore the setting keep CreateTime.
+TOPIC_CONFIGS = {contracts.TOPIC_HEARTBEATS: {"message.timestamp.type": "LogAppendTime"}}
 
 
 async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create every AI Mass topic with its explicit partition count; existing topics are kept.
     Returns the names created. Brokers that auto-create topics would pick their own partition
     count, so this runs before any worker or gateway starts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                **client_options(settings))
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         existing = set(await admin.list_topics())
         wanted = [NewTopic(settings.topic(name), n, settings.replication_factor,
-                           topic_configs={"cleanup.policy": "compact"} if name in COMPACTED else {})
+                           topic_configs={**({"cleanup.policy": "compact"} if name in COMPACTED else {}),
+                                          **TOPIC_CONFIGS.get(name, {})})
                   for name, n in topic_partitions(settings).items() if settings.topic(name) not in existing]
         if wanted:
             try:
@@ -94,6 +157,9 @@ def make_app(service: str, settings: Settings, **extra) -> faust.App:
     web = {"web_enabled": False} if not settings.worker_web_port else {"web_port": settings.worker_web_port}
     from faust.sensors.otel import OpenTelemetryMonitor
 
+    credentials = faust_credentials(client_options(settings))
+    if credentials is not None:
+        extra.setdefault("broker_credentials", credentials)
     app = faust.App(
         f"{settings.topic_prefix}aimass-{service}",  # the consumer group
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
@@ -108,7 +174,8 @@ def make_app(service: str, settings: Settings, **extra) -> faust.App:
         broker_heartbeat_interval=settings.kafka_heartbeat_s,
         broker_commit_interval=settings.kafka_commit_interval_s,
         producer_max_request_size=settings.kafka_max_request_bytes,
-        consumer_max_fetch_size=settings.kafka_max_request_bytes,
+        consumer_max_fetch_size=settings.kafka_max_partition_fetch_bytes,
+        stream_buffer_maxsize=settings.stream_buffer_max,
         processing_guarantee="at_least_once",
         datadir=str(settings.state_dir / "faust"),  # Faust's own folder per app; not in the working directory
         **web,
@@ -132,7 +199,7 @@ async def start_producer(settings: Settings, **kw) -> AIOKafkaProducer:
         linger_ms=kw.pop("linger_ms", 5),
         enable_idempotence=False,  # tansu has no InitProducerId; ids derived from the source dedup instead
         acks="all",
-        **kw,
+        **{**client_options(settings), **kw},
     )
     await producer.start()
     return producer

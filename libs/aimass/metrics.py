@@ -3,7 +3,7 @@ standard ``OTEL_*`` variables ask for it, pushed over OTLP to a collector.
 
 ``setup(service, port)`` installs the process's MeterProvider once: a Prometheus reader served on
 ``port`` (``AIMASS_METRICS_PORT``; 0 turns the endpoint off) and an OTLP reader when
-``OTEL_METRICS_EXPORTER=otlp`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Without either the
+``OTEL_METRICS_EXPORTER=otlp`` or an OTLP endpoint is set (``OTEL_METRICS_EXPORTER=none`` turns it off). Without either the
 instruments are cheap no-ops. Faust's own OpenTelemetry monitor (faust.sensors.otel) adds the stream
 figures (messages in/out, commit latency, offsets read, committed and at the high watermark);
 ``watch_lag`` adds ``aimass_consumer_lag``: per assigned partition, the high watermark the last fetch
@@ -42,7 +42,9 @@ def setup(service_name: str, port: int = 0) -> MeterProvider:
         start_http_server(port, addr=os.environ.get("AIMASS_METRICS_HOST", "0.0.0.0"))
         _port = port
         log.info("metrics on http://%s:%d/metrics", os.environ.get("AIMASS_METRICS_HOST", "0.0.0.0"), port)
-    if os.environ.get("OTEL_METRICS_EXPORTER", "") == "otlp" or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    exporter = os.environ.get("OTEL_METRICS_EXPORTER", "")
+    if exporter == "otlp" or (exporter != "none" and (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                                                      or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 

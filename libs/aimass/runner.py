@@ -39,18 +39,22 @@ def run_worker(name: str) -> None:
     """Run one worker in this process until SIGTERM/SIGINT."""
     import faust
 
+    from aimass.clickhouse.users import UsersError
+    from aimass.kafka import KafkaSecurityError
     from aimass.site import SiteFileError
     from aimass_detector.model import ModelError
     from aimass_registry.api import RegistryConfigError
 
     module, settings_cls = WORKERS[name]
     settings = settings_cls()
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # Faust makes its folder there, not its parents
     telemetry.setup(f"aimass-{name}")
     metrics.setup(f"aimass-{name}", settings.metrics_port)
     try:
         app = importlib.import_module(module).build_app(settings)
-    except (SiteFileError, ModelError, RegistryConfigError) as exc:
-        # A bad site file, model folder or registry set-up is the operator's to fix: say so once, without a Faust crash log.
+    except (SiteFileError, ModelError, RegistryConfigError, KafkaSecurityError, UsersError) as exc:
+        # A bad site file, model folder, registry, Kafka security or database user set-up is the operator's
+        # to fix: say so once, without a Faust crash log.
         log.error("%s worker cannot start: %s", name, exc)
         raise SystemExit(2) from None
     metrics.watch_lag(app)
@@ -121,8 +125,13 @@ def run_all(names: list[str]) -> int:
     Returns when this process gets SIGTERM/SIGINT, after stopping the children."""
     base_port = S.Settings().metrics_port
 
+    base_web = S.Settings().worker_web_port
+
     def child(n: str) -> subprocess.Popen:
+        # Each child its own ports: the same one twice would fail the second worker's start.
         env = {"AIMASS_METRICS_PORT": str(base_port + names.index(n))} if base_port else {}
+        if base_web:
+            env["AIMASS_WORKER_WEB_PORT"] = str(base_web + names.index(n))
         return spawn(n, env=env)
 
     procs = {n: child(n) for n in names}

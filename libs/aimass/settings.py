@@ -8,10 +8,11 @@ field names), else the default below. ``aimass stack env`` prints the variables 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +21,9 @@ DEFAULT_SITE_FILE = REPO_ROOT / "services" / "gateway" / "sites" / "demo.yaml"
 
 
 class _Base(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AIMASS_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error names the field and the rule, never the value (which may
+    # be a password, or a URL with one).
+    model_config = SettingsConfigDict(env_prefix="AIMASS_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -39,6 +42,17 @@ class Settings(_Base):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port")
     clickhouse_url: str = Field("clickhouse://127.0.0.1:9000/aimass",
                                 description="clickhouse://[user[:password]@]host:port/database (native protocol)")
+    # The database users the migrations create on ClickHouse >= 20.5 (SQL access control; on 18.16 they
+    # are users.xml entries, which the local stack writes) and the services connect as. A user whose
+    # password is not set is neither created nor used: that service connects as clickhouse_url's user.
+    clickhouse_sink_user: str = Field("aimass_sink", description="the sink's insert-only user (INSERT on the database's "
+                                      "tables and nothing else; see docs/threat-model.md)")
+    clickhouse_sink_password: SecretStr = Field(SecretStr(""), description="its password; never logged")
+    clickhouse_sink_password_file: Path | None = Field(None, description="a file holding it (instead of the password)")
+    clickhouse_reader_user: str = Field("aimass_reader", description="the read-only user for analysts, Grafana and "
+                                        "`aimass sql` (SELECT on the database, readonly=1)")
+    clickhouse_reader_password: SecretStr = Field(SecretStr(""), description="its password; never logged")
+    clickhouse_reader_password_file: Path | None = Field(None, description="a file holding it (instead of the password)")
     site_file: Path = Field(DEFAULT_SITE_FILE, description="the site YAML (cameras, zones, sensors, rules)")
     state_dir: Path = Field(Path(".aimass"), description="local stack state: ports, pids, server data, logs")
     topic_prefix: str = Field("", description="prepended to every topic name: several sites or test runs can share one Kafka cluster")
@@ -53,22 +67,112 @@ class Settings(_Base):
     kafka_fetch_max_wait_ms: int = Field(100, ge=1, description="longest a consumer's fetch waits for data; tansu answers only "
                                          "when it expires, so it bounds the latency of every hop")
     kafka_max_request_bytes: int = Field(8 * 1024 * 1024, description="producer max request size (frames carry JPEGs)")
+    kafka_max_partition_fetch_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="most a consumer fetches "
+                                                 "from one partition at a time (above the largest frame, ~2.1 MB)")
+    stream_buffer_max: int = Field(1024, ge=1, description="messages each worker agent may hold read but not processed "
+                                   "(Faust's stream_buffer_maxsize); with the fetch size it bounds a worker's memory "
+                                   "when a later stage is slow: Kafka's lag grows instead")
+
+    # --- Kafka security: Kafka's own client properties under AIMASS_ names (each description names the
+    # property it mirrors). Every Kafka client of the project (Faust workers, producers, the admin
+    # client, control and state readers, the gateway) gets them from aimass.kafka.client_options.
+    # Secrets are SecretStr (shown as '**********') or files; they never reach a log line or an error.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)")
+    kafka_ssl_cafile: Path | None = Field(None, description="ssl.truststore.location (Java) / ssl.ca.location (librdkafka): "
+                                          "PEM file of the CA(s) that signed the brokers' certificates. Unset with "
+                                          "SSL/SASL_SSL: the system trust store (a public CA) is used")
+    kafka_ssl_certfile: Path | None = Field(None, description="ssl.keystore.location / ssl.certificate.location: this "
+                                            "client's certificate (PEM, may hold the key too), for brokers that "
+                                            "require client certificates (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="ssl.key.location: the client certificate's private key (PEM)")
+    kafka_ssl_password: SecretStr = Field(SecretStr(""), description="ssl.key.password: the password of an encrypted "
+                                          "private key; never logged")
+    kafka_ssl_check_hostname: bool = Field(True, description="ssl.endpoint.identification.algorithm=https (true) or '' "
+                                           "(false): the broker's certificate must name the host connected to")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="sasl.mechanism (GSSAPI and OAUTHBEARER are not supported here)")
+    kafka_sasl_username: str = Field("", description="sasl.jaas.config's username= (PlainLoginModule / ScramLoginModule)")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="sasl.jaas.config's password=; never logged")
+    kafka_sasl_password_file: Path | None = Field(None, description="a file holding the SASL password (instead of "
+                                                  "kafka_sasl_password)")
     partitions_frames: int = Field(4, ge=1, description="partitions of the frames topic (the detector scales to this many workers)")
     partitions_sensors: int = Field(2, ge=1)
     partitions_detections: int = Field(4, ge=1)
     partitions_violations: int = Field(1, ge=1, description="one partition keeps incidents in order for alert consumers")
     partitions_deadletter: int = Field(1, ge=1)
+    partitions_heartbeats: int = Field(1, ge=1, description="partitions of the gateways' heartbeat topic (keyed by gateway id)")
     replication_factor: int = Field(1, ge=1)
 
     # --- telemetry
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    worker_web_port: int = Field(0, description="Faust web port per worker; 0 turns the web server off")
+    worker_web_port: int = Field(0, description="Faust web port per worker (health: GET /); 0 turns the web server off. "
+                                 "`aimass run all` gives its workers this port, +1, +2, ... in the order it starts them")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port per worker; 0 turns it off. "
                               "`aimass run all` gives its workers this port, +1, +2, ... in the order it starts them")
 
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
+
+    # --- retention: days each ClickHouse table keeps (0 = forever). `aimass retention` (run it daily)
+    # drops the partitions older than this on any server; on ClickHouse 23.9+ migration 005 also sets
+    # TTLs with these defaults (`aimass retention --ttl` rewrites them after a change). Base tables are
+    # partitioned by day (model_events by month), the per-minute rollups (*_minutes) by month: a
+    # partition goes once its last day is older than the retention. See libs/aimass/clickhouse/retention.py.
+    retention_frames_days: int = Field(30, ge=0, description="frames: one row per frame")
+    retention_detections_days: int = Field(30, ge=0, description="detections: one row per object")
+    retention_violations_days: int = Field(365, ge=0, description="violations: incident events")
+    retention_sensor_readings_days: int = Field(90, ge=0, description="sensor_readings")
+    retention_deadletters_days: int = Field(14, ge=0, description="deadletters (the Kafka topic keeps the originals)")
+    retention_model_events_days: int = Field(365, ge=0, description="model_events")
+    retention_shadow_results_days: int = Field(30, ge=0, description="shadow_results")
+    retention_rollups_days: int = Field(395, ge=0, description="every per-minute rollup: camera_, latency_, class_, "
+                                        "violation_, sensor_, model_ and model_class_minutes (13 months: a year back)")
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v):  # Kafka's names are upper case; accept ssl, sasl_ssl, scram_sha_512 too
+        if not isinstance(v, str):
+            return v
+        v = v.strip().upper()
+        return v.replace("_", "-") if v.startswith("SCRAM") else v
+
+    @model_validator(mode="after")
+    def _check_security(self):
+        """Refuse security settings (Kafka, the ClickHouse users) that contradict each other; no secret is echoed."""
+        protocol = self.kafka_security_protocol
+        tls, sasl = protocol in ("SSL", "SASL_SSL"), protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        tls_set = [n for n in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile") if getattr(self, n)]
+        if self.kafka_ssl_password.get_secret_value():
+            tls_set.append("kafka_ssl_password")
+        if tls_set and not tls:
+            raise ValueError(f"{', '.join(tls_set)} set but kafka_security_protocol is {protocol}: the connection "
+                             "would not use TLS; set kafka_security_protocol to SSL or SASL_SSL")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("kafka_ssl_keyfile is set without kafka_ssl_certfile (the client certificate it belongs to)")
+        if self.kafka_ssl_password.get_secret_value() and not (self.kafka_ssl_keyfile or self.kafka_ssl_certfile):
+            raise ValueError("kafka_ssl_password is set but there is no client key (kafka_ssl_keyfile) for it to open")
+        sasl_password = bool(self.kafka_sasl_password.get_secret_value())
+        if sasl:
+            if not self.kafka_sasl_username:
+                raise ValueError(f"kafka_security_protocol is {protocol} but kafka_sasl_username is empty")
+            if not sasl_password and not self.kafka_sasl_password_file:
+                raise ValueError(f"kafka_security_protocol is {protocol} but neither kafka_sasl_password nor "
+                                 "kafka_sasl_password_file is set")
+        elif self.kafka_sasl_username or sasl_password or self.kafka_sasl_password_file:
+            raise ValueError(f"SASL credentials set but kafka_security_protocol is {protocol}: they would not be "
+                             "sent; set kafka_security_protocol to SASL_SSL (or SASL_PLAINTEXT)")
+        if sasl_password and self.kafka_sasl_password_file:
+            raise ValueError("both kafka_sasl_password and kafka_sasl_password_file are set; set one")
+        for who in ("sink", "reader"):
+            user = getattr(self, f"clickhouse_{who}_user")
+            if getattr(self, f"clickhouse_{who}_password").get_secret_value() and getattr(self, f"clickhouse_{who}_password_file"):
+                raise ValueError(f"both clickhouse_{who}_password and clickhouse_{who}_password_file are set; set one")
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", user):
+                raise ValueError(f"clickhouse_{who}_user {user!r} must start with a letter and hold only letters, "
+                                 "digits and underscores")
+        return self
 
 
 class DetectorSettings(Settings):
@@ -108,7 +212,30 @@ class SinkSettings(Settings):
 
 class GatewaySettings(Settings):
     gateway_id: str = Field("gw-1", description="this gateway's id, stamped on every message")
-    jpeg_quality: int = Field(80, ge=10, le=100)
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality for cameras that do not set their own")
+    send_timeout_s: float = Field(10.0, gt=0, description="a message Kafka has not acknowledged within this long goes "
+                                  "to the on-disk spool (and so does everything after it until the broker is back)")
+    spool_dir: Path | None = Field(None, description="the gateway's on-disk spool (store and forward while the broker is "
+                                   "unreachable); default STATE_DIR/gateway/GATEWAY_ID. One gateway process per folder")
+    spool_max_bytes: int = Field(1024 * 1024 * 1024, ge=0, description="largest the spool may grow (message bytes); "
+                                 "past it the oldest messages are dropped and counted. 0 turns the spool off")
+    spool_max_messages: int = Field(1_000_000, ge=1, description="most messages the spool holds; past it the oldest "
+                                    "are dropped and counted")
+    heartbeat_interval_s: float = Field(10.0, gt=0, description="how often the gateway sends a heartbeat for itself "
+                                        "and for each camera (fps, frames sent and skipped, bytes, errors, spool, clock)")
+    mqtt_url: str = Field("", description="MQTT broker the gateway subscribes to for sensor readings, "
+                          "mqtt://[user@]host[:port]; empty: no MQTT")
+    mqtt_password: SecretStr = Field(SecretStr(""), description="the MQTT user's password (kept out of the URL; never logged)")
+    http_push_port: int = Field(0, ge=0, le=65535, description="port of the gateway's HTTP endpoint for pushed sensor "
+                                "readings (POST /v1/readings); 0: off")
+    http_push_host: str = Field("127.0.0.1", description="address the HTTP push endpoint listens on (0.0.0.0: every interface)")
+    clock_reference: str = Field("broker", description="what the gateway measures its clock offset against: "
+                                 "'ntp://HOST[:PORT]' (an NTP server on the site), 'broker' (Kafka's LogAppendTime on "
+                                 "the heartbeat topic; a real Kafka sets it, tansu does not), or 'none'")
+    clock_check_s: float = Field(300.0, gt=0, description="how often the clock offset is measured again")
+
+    def spool_folder(self) -> Path:
+        return self.spool_dir if self.spool_dir is not None else self.state_dir / "gateway" / self.gateway_id
 
 
 def load(cls: type[Settings] = Settings, **overrides) -> Settings:

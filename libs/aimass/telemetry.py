@@ -30,7 +30,9 @@ def setup(service_name: str) -> None:
         return
     _configured = True
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    wants_otlp = os.environ.get("OTEL_TRACES_EXPORTER", "") == "otlp" or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    wants_otlp = exporter == "otlp" or (exporter != "none" and (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                                                                or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")))
     if wants_otlp:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable
 import faust
 
 from aimass import contracts, telemetry
-from aimass.contracts import ContractError, DeadLetter, Detections, ModelEvent, SensorReading, ShadowResult, Violation
+from aimass.contracts import (ContractError, DeadLetter, Detections, Heartbeat, ModelEvent, SensorReading, ShadowResult,
+                              Violation)
+from aimass.clickhouse.users import configured
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import SinkSettings
 from aimass_sink import rows as R
@@ -30,6 +32,7 @@ ROUTES: dict[str, tuple[type, dict[str, Mapper]]] = {
     contracts.TOPIC_DEADLETTER: (DeadLetter, {"deadletters": lambda m, t: [R.deadletter_row(m)]}),
     contracts.TOPIC_MODEL_EVENTS: (ModelEvent, {"model_events": lambda m, t: [R.model_event_row(m)]}),
     contracts.TOPIC_SHADOW: (ShadowResult, {"shadow_results": lambda m, t: [R.shadow_row(m)]}),
+    contracts.TOPIC_HEARTBEATS: (Heartbeat, {"heartbeats": lambda m, t: [R.heartbeat_row(m, t)]}),
 }
 
 
@@ -41,12 +44,14 @@ def build_app(settings: SinkSettings) -> faust.App:
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     writers: dict[str, TableWriter] = {}
     tracer = telemetry.tracer("aimass.sink")
+    user = configured(settings, "sink")  # the insert-only database user, when its password is set
+    log.info("sink writes to ClickHouse as %s", f"user {user.name}" if user else "the user of AIMASS_CLICKHOUSE_URL")
 
     def add_agent(topic_name: str) -> None:
         cls, tables = ROUTES[topic_name]
         tracing = topic_name in TRACED  # the message kinds that carry a trace from the gateway
         for table in tables:
-            writers[table] = TableWriter(settings.clickhouse_url, table, retry_max_s=settings.retry_max_s)
+            writers[table] = TableWriter(settings.clickhouse_url, table, retry_max_s=settings.retry_max_s, user=user)
 
         async def agent(stream):
             async for events in stream.take_events(settings.batch_rows, within=settings.batch_wait_s):

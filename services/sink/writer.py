@@ -15,19 +15,21 @@ from concurrent.futures import ThreadPoolExecutor
 from clickhouse_driver.errors import Error as ClickHouseError
 
 from aimass import metrics
-from aimass.clickhouse.client import connect, insert
+from aimass.clickhouse.client import DEDUP_TOKEN_SINCE, connect, dedup_token, insert, server_version
 from aimass.clickhouse.schema import COLUMNS
 
 log = logging.getLogger("aimass.sink")
 
 
 class TableWriter:
-    def __init__(self, url: str, table: str, *, retry_max_s: float = 30.0):
+    def __init__(self, url: str, table: str, *, retry_max_s: float = 30.0, user=None):
         self.url = url
+        self.user = user  # an aimass.clickhouse.users.DbUser (the insert-only sink user), else the URL's user
         self.table = table
         self.columns = COLUMNS[table]
         self.retry_max_s = retry_max_s
         self._client = None
+        self._tokens = False  # whether the server takes insert deduplication tokens
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sink-{table}")
         self.rows = 0
         self.batches = 0
@@ -36,9 +38,12 @@ class TableWriter:
 
     def _insert(self, rows: list[tuple]) -> None:
         if self._client is None:
-            self._client = connect(self.url)
+            u = self.user
+            self._client = connect(self.url, user=u.name, password=u.password) if u else connect(self.url)
+            self._tokens = server_version(self._client) >= DEDUP_TOKEN_SINCE
         try:
-            insert(self._client, self.table, self.columns, rows)
+            insert(self._client, self.table, self.columns, rows,
+                   token=dedup_token(self.table, rows) if self._tokens else None)
         except BaseException:
             # A broken connection is not reused: the next attempt opens a new one.
             client, self._client = self._client, None

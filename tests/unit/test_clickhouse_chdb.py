@@ -26,7 +26,8 @@ def chdb_exec(tmp_path_factory):
 
 def test_migrations_apply_once_on_a_current_clickhouse(chdb_exec):
     first = migrate(chdb_exec, "aimass", (26, 9))
-    assert [m.version for m in first] == [m.version for m in discover()]
+    # All but those that need SQL users and roles (006): chdb in-process keeps none (unit/test_clickhouse_users.py).
+    assert [m.version for m in first] == [m.version for m in discover() if not m.requires_access_control]
     assert migrate(chdb_exec, "aimass", (26, 9)) == []
     for table, columns in COLUMNS.items():
         names = [r[0] for r in chdb_exec(f"SELECT name FROM system.columns WHERE database = 'aimass' AND table = '{table}'")]

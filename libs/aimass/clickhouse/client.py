@@ -8,6 +8,8 @@ inserts as columnar blocks, the fastest way into ClickHouse from Python.
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import os
 from dataclasses import dataclass
@@ -66,8 +68,13 @@ def database_of(url: str) -> str:
     return parse_url(url).database
 
 
-def connect(url: str, *, database: str | None = None, **settings) -> Client:
+def connect(url: str, *, database: str | None = None, user: str | None = None, password: str | None = None,
+            **settings) -> Client:
+    """A client for ``url``; ``user`` and ``password`` replace the URL's (a service's own database user,
+    aimass.clickhouse.users)."""
     t = parse_url(url)
+    if user is not None:
+        t = Target(t.host, t.port, t.database, user, password or "")
     return Client(host=t.host, port=t.port, database=database or t.database, user=t.user, password=t.password,
                   connect_timeout=5, send_receive_timeout=60, settings=settings or None)
 
@@ -82,6 +89,19 @@ def query_rows(client: Client, sql: str) -> tuple[list[str], list[tuple]]:
     return [name for name, _ in types], rows
 
 
-def insert(client: Client, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """One batch insert; rows are tuples in ``columns`` order."""
-    client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows)
+DEDUP_TOKEN_SINCE = (22, 2)  # insert_deduplication_token (see migrations/007_insert_dedup.sql)
+
+
+def dedup_token(table: str, rows: list[tuple]) -> str:
+    """The same rows give the same token: a retried batch is recognised by the server."""
+    h = hashlib.sha256(table.encode())
+    for r in rows:
+        h.update(repr(r).encode())
+    return h.hexdigest()
+
+
+def insert(client: Client, table: str, columns: tuple[str, ...], rows: list[tuple], token: str | None = None) -> None:
+    """One batch insert; rows are tuples in ``columns`` order. ``token``: an insert deduplication token
+    (servers from 22.2; the table needs a deduplication window)."""
+    settings = {"insert_deduplication_token": token} if token else None
+    client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows, settings=settings)

@@ -2,8 +2,10 @@
 
 Files are ``migrations/NNN_name.sql``; ``{db}`` in them is the target database; statements end with
 ``;`` at the end of a line. A file whose first lines say ``-- requires-server: 20.1`` is skipped on
-an older server and not recorded, so it applies after an upgrade. A recorded migration whose file
-changed since is an error: edit schema with a new file, never by rewriting an applied one.
+an older server and not recorded, so it applies after an upgrade; ``-- requires-sql-access-control``
+likewise waits for a server that can keep SQL-created users and roles (chdb in-process cannot). A
+recorded migration whose file changed since is an error: edit schema with a new file, never by
+rewriting an applied one.
 
 ``migrate`` takes an ``execute(sql) -> rows`` callable, so the same files run on a server through
 clickhouse-driver and in-process on chdb (a current ClickHouse engine) in the tests.
@@ -20,6 +22,7 @@ from pathlib import Path
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 _REQUIRES = re.compile(r"^--\s*requires-server:\s*([\d.]+)\s*$", re.M)
+_REQUIRES_ACCESS = re.compile(r"^--\s*requires-sql-access-control\s*$", re.M)
 
 Execute = Callable[[str], list[tuple]]
 
@@ -43,6 +46,10 @@ class Migration:
     def requires(self) -> tuple[int, ...]:
         m = _REQUIRES.search(self.sql)
         return tuple(int(x) for x in m.group(1).split(".")) if m else ()
+
+    @property
+    def requires_access_control(self) -> bool:
+        return bool(_REQUIRES_ACCESS.search(self.sql))
 
     def statements(self, database: str) -> list[str]:
         body = "\n".join(line for line in self.sql.splitlines() if not line.lstrip().startswith("--"))
@@ -80,6 +87,10 @@ def migrate(execute: Execute, database: str, server_version: tuple[int, ...],
             continue
         if m.requires and server_version < m.requires:
             continue  # recorded only once applied, so it runs after the server is upgraded
+        if m.requires_access_control:
+            from aimass.clickhouse.users import has_sql_access_control
+            if not has_sql_access_control(execute):
+                continue  # likewise: applies once the server keeps SQL users
         for stmt in m.statements(database):
             execute(stmt)
         # INSERT ... SELECT: clickhouse-driver would wait for a data block after INSERT ... VALUES.
