@@ -150,20 +150,136 @@ def gateway_camera(
     site_id: Optional[str] = typer.Option(None, "--site-id", help="default: the site file's id"),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="stop after this long"),
     loop: bool = typer.Option(False, "--loop", help="loop a file or folder (testing)"),
+    gate: bool = typer.Option(False, "--gate", help="send a frame only when the scene changed, plus keep-alives"),
+    keepalive: float = typer.Option(10.0, "--keepalive", min=0.1, help="with --gate: a still scene sends a frame this often"),
+    quality: Optional[int] = typer.Option(None, "--quality", min=10, max=100, help="JPEG quality (default: AIMASS_JPEG_QUALITY)"),
 ) -> None:
-    """Send a real camera's frames to Kafka."""
+    """Send a real camera's frames to Kafka (one camera; `gateway run` runs many from a file)."""
+    # Faust, imported with the Kafka plumbing, takes `--loop VALUE` in sys.argv as the name of its event
+    # loop when it is imported; here --loop is our flag, and typer has read the arguments already.
+    sys.argv[1:] = [a for a in sys.argv[1:] if a != "--loop"]
     from aimass.site import load_site
     from aimass_gateway.camera import run_camera
+    from aimass_gateway.config import Gating
     from aimass_gateway.sources import SourceError
+    from aimass_gateway.spool import SpoolError
     settings = GatewaySettings()
     _logging(settings.log_level)
     site_id = site_id or load_site(settings.site_file).site.id
     try:
-        asyncio.run(run_camera(settings, site_id, camera_id, source, fps=fps, width=width, seconds=seconds, loop=loop))
-    except SourceError as exc:
+        gw = asyncio.run(run_camera(settings, site_id, camera_id, source, fps=fps, width=width, seconds=seconds,
+                                    loop=loop, gating=Gating(keepalive_s=keepalive) if gate else None,
+                                    jpeg_quality=quality))
+    except (SourceError, SpoolError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return
+    c = gw.counters
+    console.print(f"sent {c.frames} frames ({c.frame_bytes} bytes), skipped {c.frames_skipped}, "
+                  f"spooled {c.spooled} ({gw.spool_messages} still waiting), {c.send_errors} send errors")
+
+
+@gateway_app.command("run")
+def gateway_run(
+    config: Path = typer.Option(..., "--config", help="the gateway file: cameras and sensors (see services/gateway/gateways/)"),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="stop after this long (default: until interrupted)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no live status table (logs only)"),
+) -> None:
+    """Run a whole gateway from one file: many cameras, sensors (MQTT, HTTP push, simulated),
+    heartbeats, store and forward. Shows a live table per camera."""
+    from rich.live import Live
+    from aimass.site import SiteFileError
+    from aimass_gateway.config import GatewayConfigError, load_gateway_file
+    from aimass_gateway.fleet import Gateway
+    from aimass_gateway.sources import SourceError
+    from aimass_gateway.spool import SpoolError
+    settings = GatewaySettings()
+    _logging(settings.log_level)
+    try:
+        gateway = Gateway(settings, load_gateway_file(config))
+    except (GatewayConfigError, SiteFileError, ValueError) as exc:
+        _fail(str(exc))
+    live = None if quiet else Live(console=console, refresh_per_second=2, transient=False)
+
+    def tick(g: Gateway) -> None:
+        if live is not None:
+            live.update(_gateway_table(g.status()))
+    try:
+        if live is not None:
+            live.start()
+        asyncio.run(gateway.run(seconds, on_tick=tick))
+    except (SourceError, SpoolError, ValueError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         pass
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def _gateway_table(st: dict) -> Table:
+    import time as _time
+    now = _time.time() * 1000
+    spool = (f"spool {st['spool_messages']} msgs / {st['spool_bytes'] / 1e6:.1f} MB, dropped {st['spool_dropped']}"
+             + (" [yellow](broker unreachable: storing)[/yellow]" if st["spooling"] else ""))
+    clock = ("clock not measured" if st["clock_offset_ms"] is None
+             else f"clock {st['clock_offset_ms']:+.1f} ms ({st['clock_source']})")
+    t = Table(title=f"gateway {st['gateway_id']} (site {st['site_id']}), up {st['uptime_s']:.0f} s — {spool}; "
+                    f"readings {st['readings_sent']} sent, {st['readings_refused']} refused; {clock}",
+              title_justify="left", header_style="bold")
+    for c in ("camera", "state", "fps", "sent", "skipped", "MB sent", "last frame", "reconnects", "errors"):
+        t.add_column(c)
+    up = max(st["uptime_s"], 1e-3)
+    for c in st["cameras"]:
+        age = "never" if not c["last_frame_ms"] else f"{(now - c['last_frame_ms']) / 1000:.1f} s ago"
+        t.add_row(c["camera_id"], c["state"], f"{c['frames_sent'] / up:.1f}", str(c["frames_sent"]),
+                  str(c["frames_skipped"]), f"{c['bytes_sent'] / 1e6:.2f}", age, str(c["reconnects"]),
+                  str(c["errors"]) + (f" ({c['last_error'][:40]})" if c["last_error"] else ""))
+    return t
+
+
+@gateway_app.command("silent")
+def gateway_silent(after: float = typer.Option(60.0, "--after", min=1, help="seconds without a frame")) -> None:
+    """Cameras that went silent: no frame (or no heartbeat from their gateway) for --after seconds."""
+    from clickhouse_driver.errors import NetworkError, ServerException
+    from aimass import reports
+    from aimass.clickhouse.client import connect, query_rows
+    try:
+        client = connect(Settings().clickhouse_url)
+        columns, rows = query_rows(client, reports.silent_cameras(after))
+    except (ServerException, NetworkError, OSError, EOFError) as exc:
+        _fail(f"cannot query ClickHouse: {exc}")
+    print_table(columns, rows, title=f"cameras silent for {after:g} s or more")
+    if rows:
+        raise typer.Exit(3)
+
+
+@gateway_app.command("bandwidth")
+def gateway_bandwidth(
+    site: Path = typer.Option(None, "--site", help="site YAML with scenes (default: the demo site)"),
+    seconds: float = typer.Option(60.0, "--seconds", min=1, help="scene time per camera"),
+    keepalive: float = typer.Option(10.0, "--keepalive", min=0.1),
+    quality: int = typer.Option(80, "--quality", min=10, max=100),
+) -> None:
+    """What the motion gate saves on a site's scripted scenes: bytes per camera-hour with and without it."""
+    from aimass.site import SiteFileError, load_site
+    from aimass_gateway.bandwidth import measure
+    from aimass_gateway.gating import GateConfig
+    try:
+        s = load_site(site or GatewaySettings().site_file)
+    except SiteFileError as exc:
+        _fail(str(exc))
+    with console.status("rendering the scenes …"):
+        rows = measure(s, seconds, GateConfig(keepalive_s=keepalive), quality)
+    out = [(r.camera_id, r.frames, r.frames_sent, f"{r.per_hour(r.bytes_all) / 1e6:.1f}",
+            f"{r.per_hour(r.bytes_sent) / 1e6:.1f}", f"{100 * r.saving:.0f} %",
+            ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items()))) for r in rows]
+    all_b, sent_b = sum(r.bytes_all for r in rows), sum(r.bytes_sent for r in rows)
+    out.append(("all", sum(r.frames for r in rows), sum(r.frames_sent for r in rows),
+                f"{all_b * 3600 / seconds / 1e6:.1f}", f"{sent_b * 3600 / seconds / 1e6:.1f}",
+                f"{100 * (1 - sent_b / all_b) if all_b else 0:.0f} %", ""))
+    print_table(["camera", "frames", "sent (gated)", "MB/h ungated", "MB/h gated", "saving", "why sent"], out,
+                title=f"{seconds:g} s of scene per camera, JPEG quality {quality}, keep-alive {keepalive:g} s")
 
 
 @gateway_app.command("simulate")
@@ -171,9 +287,12 @@ def gateway_simulate(
     site: Path = typer.Option(None, "--site", help="site YAML with scenes (default: the demo site)"),
     seconds: float = typer.Option(60.0, "--seconds", min=1),
     truth: Optional[Path] = typer.Option(None, "--truth", help="write the ground truth as JSON lines"),
+    gate: bool = typer.Option(False, "--gate", help="each camera sends only when its scene changed, plus keep-alives"),
+    keepalive: float = typer.Option(10.0, "--keepalive", min=0.1, help="with --gate: a still scene sends a frame this often"),
 ) -> None:
     """Simulated cameras (real photos on scripted paths) and sensors."""
     from aimass.site import SiteFileError, load_site
+    from aimass_gateway.gating import GateConfig
     from aimass_gateway.simulate import simulate
     settings = GatewaySettings()
     _logging(settings.log_level)
@@ -181,8 +300,11 @@ def gateway_simulate(
         s = load_site(site or settings.site_file)
     except SiteFileError as exc:
         _fail(str(exc))
-    gw = asyncio.run(simulate(s, settings, seconds, truth_file=truth))
-    console.print(f"sent {gw.counters.frames} frames, {gw.counters.readings} readings, {gw.counters.send_errors} send errors")
+    gw = asyncio.run(simulate(s, settings, seconds, truth_file=truth,
+                              gate=GateConfig(keepalive_s=keepalive) if gate else None))
+    c = gw.counters
+    console.print(f"sent {c.frames} frames ({c.frame_bytes} bytes), skipped {c.frames_skipped}, {c.readings} readings, "
+                  f"{c.send_errors} send errors, {gw.spool_messages} messages waiting in the spool")
 
 
 # ---------------------------------------------------------------- rules
@@ -236,23 +358,107 @@ def rules_eval(
 
 
 # ---------------------------------------------------------------- sql, demo
-@app.command("sql")
-def sql(query: str = typer.Argument(..., help="the SQL to run against AIMASS_CLICKHOUSE_URL")) -> None:
-    """Run a query against the configured ClickHouse and print a table."""
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def _clickhouse_call(settings: Settings, fn):
+    """Run ``fn(client)`` against the configured ClickHouse; a refusal or an unreachable server
+    ends the command with one line that says what to do."""
     from clickhouse_driver.errors import NetworkError, ServerException
-    from aimass.clickhouse.client import connect, parse_url, query_rows
-    settings = Settings()
+    from aimass.clickhouse.client import connect, parse_url
     where = repr(parse_url(settings.clickhouse_url))
+    client = None
     try:
         client = connect(settings.clickhouse_url)
-        columns, rows = query_rows(client, query)
+        return fn(client)
     except ServerException as exc:
         # The server's own stack trace helps nobody at a terminal.
         _fail(f"ClickHouse refused the query (code {exc.code}): {exc.message.split('Stack trace:')[0].strip()}")
     except (NetworkError, OSError, EOFError) as exc:
         _fail(f"cannot reach ClickHouse at {where}: {exc}\nIs the stack up (`aimass stack status`) and "
               "AIMASS_CLICKHOUSE_URL set (`eval \"$(aimass stack env)\"`)?")
-    print_table(columns, rows)
+    finally:
+        if client is not None:
+            client.disconnect()
+
+
+@app.command("sql")
+def sql(
+    query: str = typer.Argument(..., help="the SQL to run against AIMASS_CLICKHOUSE_URL ('-' reads it from stdin)"),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f",
+                                     help="table (the terminal), csv (with a header), json (JSON Lines: one object "
+                                          "per row) or parquet (typed from the ClickHouse columns; needs --output)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file instead of the terminal"),
+) -> None:
+    """Run a query against the configured ClickHouse; print a table or write CSV, JSON Lines or Parquet."""
+    from aimass.clickhouse import export
+    if query == "-":
+        query = sys.stdin.read()
+    if fmt is OutputFormat.parquet and output is None:
+        _fail("Parquet is binary: name a file with --output FILE (e.g. --output result.parquet)", code=2)
+
+    def run_query(client):
+        rows, types = client.execute(query, with_column_types=True)
+        return [n for n, _ in types], [t for _, t in types], rows
+
+    columns, types, rows = _clickhouse_call(Settings(), run_query)
+    if fmt is OutputFormat.table:
+        if output is None:
+            print_table(columns, rows)
+        else:
+            with open(output, "w", encoding="utf-8") as f:
+                Console(file=f, width=max(80, 16 * len(columns)), soft_wrap=True, color_system=None).print(
+                    _table(columns, rows))
+            err.print(f"{len(rows)} rows written to {output}", highlight=False)
+        return
+    if output is None:
+        export.write(fmt.value, sys.stdout, columns, types, rows)
+        sys.stdout.flush()
+        return
+    mode = "wb" if fmt is OutputFormat.parquet else "w"
+    with open(output, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as f:
+        n = export.write(fmt.value, f, columns, types, rows)
+    err.print(f"{n} rows written to {output} ({fmt.value})", highlight=False)
+
+
+def _table(columns: list[str], rows: list[tuple]) -> Table:
+    t = Table(header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    return t
+
+
+@app.command("retention")
+def retention(
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the partitions that would be dropped; drop nothing"),
+    ttl: bool = typer.Option(False, "--ttl", help="also set each table's TTL to the AIMASS_RETENTION_* days "
+                             "(ClickHouse 20.1 and later; run once after changing a retention setting)"),
+) -> None:
+    """Drop the ClickHouse partitions older than each table's retention (AIMASS_RETENTION_*_DAYS).
+    Run it daily (cron, a Kubernetes CronJob): ClickHouse 18.16 has no TTL, and on a current server it
+    applies retention settings that differ from the TTLs the migrations set."""
+    from aimass.clickhouse.client import database_of, server_version
+    from aimass.clickhouse.retention import apply_retention, apply_ttl
+    settings = Settings()
+    database = database_of(settings.clickhouse_url)
+
+    def run_retention(client):
+        version = server_version(client)
+        changed = apply_ttl(client.execute, database, settings, version, dry_run=dry_run) if ttl else []
+        return changed, apply_retention(client.execute, database, settings, dry_run=dry_run)
+
+    ttls, dropped = _clickhouse_call(settings, run_retention)
+    if ttl:
+        print_table(["table", "ttl"], ttls, title="TTL " + ("to set" if dry_run else "set"))
+    print_table(["table", "partition", "last day", "rows", "bytes"],
+                [(d.table, d.partition, d.last_day.isoformat(), d.rows, d.bytes) for d in dropped],
+                title="Partitions " + ("to drop" if dry_run else "dropped"))
 
 
 @app.command("demo")
