@@ -60,3 +60,38 @@ DEADLETTERS_BY_REASON = """
 SELECT service, source_topic, reason, count() AS messages FROM deadletters
 GROUP BY service, source_topic, reason ORDER BY messages DESC
 """
+
+
+def silent_cameras(after_s: float = 60.0, now_ms: float | None = None, lookback_days: int = 7) -> str:
+    """Cameras that went silent: no frame for ``after_s`` seconds (the last frame a gateway read from
+    the camera, as its heartbeats report, or the last frame in ``frames``), or whose gateway's
+    heartbeats stopped that long ago. ``reason``: 'no heartbeat' when the gateway went quiet, else
+    'no frames' (the gateway is alive; the camera or its network is not). Cameras seen in the last
+    ``lookback_days`` days only. ``now_ms`` (epoch ms) replaces the server's clock, for tests."""
+    now = f"{float(now_ms):.3f}" if now_ms is not None else "toFloat64(toUInt32(now())) * 1000"
+    cutoff = f"({now} - {float(after_s) * 1000:.3f})"
+    return f"""
+SELECT site_id, camera_id, gateway_id, status, last_error,
+       if(last_heartbeat_ms > 0 AND last_heartbeat_ms < {cutoff}, 'no heartbeat', 'no frames') AS reason,
+       round(({now} - last_frame_ms) / 1000, 1) AS silent_s,
+       last_frame_ms, last_heartbeat_ms
+FROM
+(
+    SELECT site_id, camera_id, argMax(gw, hb) AS gateway_id, argMax(st, hb) AS status, argMax(err, hb) AS last_error,
+           max(hb) AS last_heartbeat_ms, max(fr) AS last_frame_ms
+    FROM
+    (
+        SELECT site_id, camera_id, gateway_id AS gw, status AS st, last_error AS err, at_ms AS hb,
+               last_frame_ms AS fr
+        FROM heartbeats
+        WHERE camera_id != '' AND date >= today() - {int(lookback_days)}
+        UNION ALL
+        SELECT site_id, camera_id, '' AS gw, '' AS st, '' AS err, toFloat64(0) AS hb, captured_ms AS fr
+        FROM frames
+        WHERE date >= today() - {int(lookback_days)}
+    )
+    GROUP BY site_id, camera_id
+)
+WHERE last_frame_ms < {cutoff} OR (last_heartbeat_ms > 0 AND last_heartbeat_ms < {cutoff})
+ORDER BY site_id, camera_id
+"""

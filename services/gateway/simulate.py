@@ -18,6 +18,7 @@ from typing import IO
 from aimass import contracts
 from aimass.settings import GatewaySettings
 from aimass.site import Camera, Sensor, Site
+from aimass_gateway.gating import GateConfig, MotionGate
 from aimass_gateway.producer import GatewayProducer, encode_jpeg
 from aimass_gateway.scene import SceneRenderer
 
@@ -52,12 +53,17 @@ async def _paced(period_s: float, seconds: float, t0: float):
         k += 1
 
 
-async def run_camera(gw: GatewayProducer, cam: Camera, seconds: float, t0: float, truth: IO | None) -> None:
+async def run_camera(gw: GatewayProducer, cam: Camera, seconds: float, t0: float, truth: IO | None,
+                     gate: GateConfig | None = None) -> None:
     renderer = SceneRenderer(cam)
+    motion = MotionGate(gate) if gate is not None else None
     loop = asyncio.get_running_loop()
     async for k, t in _paced(1.0 / cam.fps, seconds, t0):
         captured = contracts.now_ms()
         image, gts = await loop.run_in_executor(None, renderer.render, t)
+        if motion is not None and not motion.decide(image, t).send:
+            gw.counters.frames_skipped += 1  # seq k is not sent: the gap says the gate held it back
+            continue
         jpeg = encode_jpeg(image, gw.settings.jpeg_quality)
         await gw.send_frame(cam.id, k, captured, image, jpeg=jpeg)
         if truth is not None:
@@ -72,9 +78,11 @@ async def run_sensor(gw: GatewayProducer, sensor: Sensor, seconds: float, t0: fl
 
 
 async def simulate(site: Site, settings: GatewaySettings, seconds: float, *, truth_file: Path | None = None,
-                   seed: int = 0, producer: GatewayProducer | None = None) -> GatewayProducer:
+                   seed: int = 0, producer: GatewayProducer | None = None,
+                   gate: GateConfig | None = None) -> GatewayProducer:
     """Run every scripted camera and sensor of ``site`` for ``seconds``; returns the producer (its
-    counters say what was sent)."""
+    counters say what was sent). With ``gate``, each camera sends only what its motion gate lets
+    through (aimass_gateway.gating)."""
     cams = [c for c in site.cameras if c.scene is not None]
     sensors = [s for s in site.sensors if s.simulate is not None]
     truth = open(truth_file, "w") if truth_file else None
@@ -82,7 +90,7 @@ async def simulate(site: Site, settings: GatewaySettings, seconds: float, *, tru
     try:
         async with gw:
             t0 = time.monotonic()
-            await asyncio.gather(*[run_camera(gw, c, seconds, t0, truth) for c in cams],
+            await asyncio.gather(*[run_camera(gw, c, seconds, t0, truth, gate) for c in cams],
                                  *[run_sensor(gw, s, seconds, t0, seed) for s in sensors])
     finally:
         if truth:

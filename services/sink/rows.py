@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from aimass.clickhouse.schema import COLUMNS
-from aimass.contracts import DeadLetter, Detections, ModelEvent, SensorReading, ShadowResult, Violation
+from aimass.contracts import DeadLetter, Detections, Heartbeat, ModelEvent, SensorReading, ShadowResult, Violation
 
 MAX_DEADLETTER_ORIGINAL = 64 * 1024  # the full bytes stay on the Kafka topic
 _EPOCH = dt.date(1970, 1, 1)
@@ -90,4 +90,14 @@ def shadow_row(r: ShadowResult) -> tuple:
         "objects": len(r.objects), "shadow_objects": len(r.shadow_objects), "labels": [o.label for o in r.objects],
         "shadow_labels": [o.label for o in r.shadow_objects], "matched": r.matched, "mean_iou": r.mean_iou,
         "shadow_ms": r.shadow_ms,
+    })
+
+
+_HEARTBEAT_FIELDS = tuple(c for c in COLUMNS["heartbeats"] if c not in ("date", "at", "sink_in_ms"))
+
+
+def heartbeat_row(h: Heartbeat, sink_in_ms: float) -> tuple:
+    return _ordered("heartbeats", {
+        "date": _date(h.at_ms), "at": _sec(h.at_ms), "sink_in_ms": sink_in_ms,
+        **{f: getattr(h, f) for f in _HEARTBEAT_FIELDS},
     })

@@ -17,4 +17,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "model_events": ("date", "at", "at_ms", "event", "model", "service", "worker", "revision", "detail", "value"),
     "shadow_results": ("date", "captured", "captured_ms", "site_id", "camera_id", "seq", "model", "shadow", "objects",
                        "shadow_objects", "labels", "shadow_labels", "matched", "mean_iou", "shadow_ms"),
+    "heartbeats": ("date", "at", "at_ms", "site_id", "gateway_id", "camera_id", "started_ms", "interval_s", "status",
+                   "fps", "read_fps", "frames_read", "frames_sent", "frames_skipped", "bytes_sent", "last_frame_ms",
+                   "errors", "reconnects", "last_error", "readings_sent", "readings_refused", "send_errors",
+                   "spool_messages", "spool_bytes", "spool_dropped", "clock_offset_ms", "clock_rtt_ms", "clock_source",
+                   "clock_measured_ms", "sink_in_ms"),
 }
