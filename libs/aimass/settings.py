@@ -182,6 +182,20 @@ class DetectorSettings(Settings):
     max_batch: int = Field(4, ge=1, le=256, description="frames per inference batch, across cameras")
     max_wait_ms: float = Field(20.0, ge=0, description="longest a frame waits for its batch to fill")
     max_frame_age_s: float = Field(30.0, gt=0, description="frames older than this are skipped and counted, not processed late")
+    # --- GPU serving (docs/gpu.md); the CPU provider ignores all but detector_io_binding and detector_sessions
+    detector_io_binding: Literal["auto", "on", "off"] = Field(
+        "auto", description="run batches through ONNX Runtime IO binding (inputs copied into reused device "
+        "buffers, outputs bound to CPU memory): auto = only when CUDA or TensorRT runs the model; on CPU plain "
+        "session.run is as fast")
+    detector_device_id: int = Field(0, ge=0, description="the CUDA device (GPU index) CUDA and TensorRT run on")
+    detector_cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
+        "HEURISTIC", description="how the CUDA provider picks cuDNN convolution algorithms: HEURISTIC (fast to "
+        "start), EXHAUSTIVE (benchmarks each new input shape once: slow first batches, maybe faster after), DEFAULT")
+    detector_trt_fp16: bool = Field(False, description="let TensorRT build fp16 engines (faster on GPUs with "
+                                    "tensor cores; boxes and scores may differ slightly from fp32)")
+    detector_sessions: int = Field(1, ge=1, le=16, description="ONNX Runtime sessions per model version; a batch is "
+                                   "split across them and the parts run at once, so one part's CPU work overlaps "
+                                   "another's GPU run. Each session holds its own copy of the weights and arena")
 
 
 class RulesSettings(Settings):

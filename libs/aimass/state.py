@@ -150,6 +150,10 @@ class StateTopic:
         p = self._key_partition.get(key)
         return partition_for(key, self.partitions) if p is None else p
 
+    def loaded(self, partition: int) -> bool:
+        """Whether partition ``partition``'s states were read since it was assigned here."""
+        return partition in self._loaded
+
     def owns(self, key: bytes) -> bool:
         return self.partition_of(key) in self._loaded
 

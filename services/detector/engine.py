@@ -1,18 +1,21 @@
 """``Detector``: one model folder, ready to turn BGR frames into ``DetectedObject`` lists.
 
 It ties the pieces together and adds nothing of its own: model.yaml + sha256 check + ONNX Runtime
-session (model.py), the format's adapter (adapters/), and one ``session.run`` per batch. ``probe``
-runs a synthetic batch and checks the real output tensors against the format: the model registry
-refuses an upload that fails it. Not thread-safe (the adapter reuses its input buffer): the worker
-calls it from one inference thread.
+session (model.py), the format's adapter (adapters/), and one run per batch: ``session.run``, or
+on a GPU, IO binding (``BoundRunner``). ``probe`` runs a synthetic batch and checks the real output
+tensors against the format: the model registry refuses an upload that fails it. A ``Detector`` is
+not thread-safe (the adapter reuses its input buffer); ``DetectorPool`` holds several, each with its
+own session, and splits a batch across them.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import statistics
 import time
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, Callable, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -20,29 +23,79 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.adapters import Adapter, adapter_for
 from aimass_detector.adapters.base import DYNAMIC_BATCH_HINT
-from aimass_detector.model import ModelError, ModelSpec, create_session, load_spec
+from aimass_detector.model import GpuOptions, ModelError, ModelSpec, create_session, load_spec
 from aimass_detector.preprocess import BadImage, decode_jpeg
 
-__all__ = ["Detector", "BadImage", "decode_jpeg"]
+__all__ = ["Detector", "DetectorPool", "BoundRunner", "BadImage", "decode_jpeg", "use_io_binding"]
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+IO_BINDING_MODES = ("auto", "on", "off")
 
 
-class Detector:
-    def __init__(self, spec: ModelSpec, session, adapter: Adapter, providers: Sequence[str]):
-        self.spec = spec
+def use_io_binding(mode: str, providers: Sequence[str]) -> bool:
+    """Whether a session whose providers are ``providers`` (best first) runs through IO binding.
+    "auto": only when a GPU provider comes first; on CPU, plain ``session.run`` is as fast (measured
+    in docs/gpu.md) and is the path every test exercises."""
+    if mode not in IO_BINDING_MODES:
+        raise ValueError(f"io_binding {mode!r} is not one of {', '.join(IO_BINDING_MODES)}")
+    if mode == "auto":
+        return bool(providers) and providers[0] in GPU_PROVIDERS
+    return mode == "on"
+
+
+def binding_device(providers: Sequence[str]) -> str:
+    """Where IO binding puts the inputs: on the GPU when a GPU provider comes first, else in CPU memory."""
+    return "cuda" if providers and providers[0] in GPU_PROVIDERS else "cpu"
+
+
+class BoundRunner:
+    """Runs a session through IO binding: each input is copied into an OrtValue on ``device`` that is
+    kept while the batch shape stays the same (no device allocation per batch), and outputs are
+    bound to CPU memory, where the decoders read them. Not thread-safe, like the Detector owning it.
+
+    Inputs are copied from the adapter's ordinary (pageable) numpy buffer. ONNX Runtime's Python API
+    cannot give it pinned memory here: "cuda_pinned" is no OrtValue device type, and pinned
+    (HOST_ACCESSIBLE) OrtValues (``ortvalue_from_shape_and_type(memory_info=...)``, 1.31) come only
+    from an EP device registered as a plugin library, which the built-in CUDA provider this session
+    uses is not. Staging a batch through pinned memory would add a host copy as large as the one it
+    saves, so only packing straight into pinned memory would gain anything (docs/gpu.md).
+    """
+
+    def __init__(self, session, device: str = "cpu", device_id: int = 0):
         self.session = session
-        self.adapter = adapter
-        self._providers = list(providers)
-        adapter.check_session(session.get_inputs(), session.get_outputs())
+        self.device = device
+        self.device_id = device_id if device != "cpu" else 0
+        self._binding = session.io_binding()
+        self._inputs: dict[str, tuple[tuple, Any]] = {}  # name -> ((shape, dtype), OrtValue on the device)
 
-    @classmethod
-    def from_folder(cls, path: str | os.PathLike, providers: Sequence[str] | None = None,
-                    threads: int | None = None) -> "Detector":
-        """Load ``path/model.yaml`` and ``model.onnx``; raises ``ModelError`` saying what to fix.
-        ``providers`` overrides the TensorRT > CUDA > CPU choice; ``threads`` sets intra-op threads."""
-        spec = load_spec(path)
-        adapter = adapter_for(spec)  # before the session: a bad format fails without loading weights
-        session, in_use = create_session(spec, providers=providers, threads=threads)
-        return cls(spec, session, adapter, in_use)
+    def run(self, names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        binding = self._binding
+        for name, arr in feeds.items():
+            binding.bind_ortvalue_input(name, self._on_device(name, arr))
+        binding.clear_binding_outputs()
+        for name in names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()  # in the order bound: ``names``
+
+    def _on_device(self, name: str, arr: np.ndarray):
+        """``arr`` copied into this input's device OrtValue (a new one when the shape changed)."""
+        import onnxruntime as ort
+
+        arr = np.ascontiguousarray(arr)
+        key = (arr.shape, arr.dtype)
+        held = self._inputs.get(name)
+        if held is None or held[0] != key:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(arr.shape, arr.dtype.type, self.device, self.device_id)
+            self._inputs[name] = held = (key, value)
+        held[1].update_inplace(arr)
+        return held[1]
+
+
+class _Named:
+    """The model's identity, from its model.yaml (``spec``)."""
+
+    spec: ModelSpec
 
     @property
     def name(self) -> str:
@@ -52,10 +105,42 @@ class Detector:
     def version(self) -> str:
         return self.spec.version
 
+
+class Detector(_Named):
+    def __init__(self, spec: ModelSpec, session, adapter: Adapter, providers: Sequence[str],
+                 io_binding: str = "auto", device_id: int = 0):
+        self.spec = spec
+        self.session = session
+        self.adapter = adapter
+        self._providers = list(providers)
+        adapter.check_session(session.get_inputs(), session.get_outputs())
+        self._bound = (BoundRunner(session, binding_device(self._providers), device_id)
+                       if use_io_binding(io_binding, self._providers) else None)
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, providers: Sequence[str] | None = None,
+                    threads: int | None = None, gpu: GpuOptions | None = None,
+                    io_binding: str = "auto") -> "Detector":
+        """Load ``path/model.yaml`` and ``model.onnx``; raises ``ModelError`` saying what to fix.
+        ``providers`` overrides the TensorRT > CUDA > CPU choice; ``threads`` sets intra-op threads;
+        ``gpu`` configures CUDA/TensorRT; ``io_binding`` is auto, on or off (``use_io_binding``)."""
+        if io_binding not in IO_BINDING_MODES:  # before loading anything
+            raise ValueError(f"io_binding {io_binding!r} is not one of {', '.join(IO_BINDING_MODES)}")
+        spec = load_spec(path)
+        adapter = adapter_for(spec)  # before the session: a bad format fails without loading weights
+        gpu = gpu or GpuOptions()
+        session, in_use = create_session(spec, providers=providers, threads=threads, gpu=gpu)
+        return cls(spec, session, adapter, in_use, io_binding=io_binding, device_id=gpu.device_id)
+
     @property
     def providers(self) -> list[str]:
         """The ONNX Runtime providers actually in use, best first."""
         return list(self._providers)
+
+    @property
+    def io_binding(self) -> bool:
+        """Whether batches run through IO binding (else ``session.run``)."""
+        return self._bound is not None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -69,13 +154,20 @@ class Detector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedObject]]:
         """BGR uint8 frames of any sizes -> per frame, its objects (boxes normalised to that frame),
-        with one ``session.run`` for the whole batch."""
+        with one run for the whole batch."""
         if len(images) == 0:
             return []
         feeds = self.adapter.prepare(images)
         names = self.adapter.output_names
-        outputs = dict(zip(names, self.session.run(names, feeds)))
+        outputs = dict(zip(names, self.infer(names, feeds)))
         return self.adapter.decode(outputs, [(img.shape[1], img.shape[0]) for img in images])
+
+    def infer(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One run of prepared ``feeds`` (``adapter.prepare``), as ``detect`` runs it (``session.run`` or IO
+        binding): the outputs ``names``, as numpy arrays in CPU memory."""
+        if self._bound is None:
+            return self.session.run(names, feeds)
+        return self._bound.run(names, feeds)
 
     def warmup(self, batch: int = 1) -> None:
         """One run on a blank batch, so the first real frame does not pay for allocator and kernel
@@ -88,11 +180,11 @@ class Detector:
         self.adapter.decode(outputs, [(w, h)] * batch)
 
     def _run(self, frames: Sequence[np.ndarray], names: list[str] | None) -> dict[str, np.ndarray]:
-        """One ``session.run`` on ``frames``; a failure becomes a ``ModelError`` saying what to fix."""
+        """One run on ``frames``; a failure becomes a ``ModelError`` saying what to fix."""
         feeds = self.adapter.prepare(frames)
         names = names or [o.name for o in self.session.get_outputs()]
         try:
-            return dict(zip(names, self.session.run(names, feeds)))
+            return dict(zip(names, self.infer(names, feeds)))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/... types
             hint = "Check that model.yaml's input (size, layout, dtype) is what the model was exported with."
             fixed = [i.shape[0] for i in self.session.get_inputs()
@@ -108,7 +200,7 @@ class Detector:
         ``ModelError`` saying what to fix when the model does not fit its model.yaml; otherwise
         returns facts for the registry (JSON-ready)::
 
-            {"name", "version", "format", "providers": [...], "batch": 2,
+            {"name", "version", "format", "providers": [...], "io_binding": bool, "batch": 2,
              "inputs": {name: {"shape": [...], "dtype": "float32"}},      # as fed
              "outputs": {name: {"shape": [...], "dtype": "float32"}},     # every graph output
              "seconds_first_run", "seconds_per_run" (median of ``runs``), "seconds_per_frame",
@@ -146,7 +238,7 @@ class Detector:
         feeds = self.adapter.prepare(frames)
         for _ in range(runs):
             t0 = time.perf_counter()
-            self.session.run(names, feeds)
+            self.infer(names, feeds)
             times.append(time.perf_counter() - t0)
         per_run = statistics.median(times)
         meta = self.session.get_modelmeta()
@@ -155,6 +247,7 @@ class Detector:
             "version": self.spec.version,
             "format": self.spec.format,
             "providers": self.providers,
+            "io_binding": self.io_binding,
             "batch": batch,
             "inputs": inputs,
             "outputs": {k: {"shape": [int(d) for d in v.shape], "dtype": str(v.dtype)} for k, v in outputs.items()},
@@ -164,6 +257,101 @@ class Detector:
             "detections": [len(objs) for objs in results],
             "metadata": dict(getattr(meta, "custom_metadata_map", None) or {}),
         }
+
+
+T = TypeVar("T")
+
+
+class DetectorPool(_Named):
+    """Several ``Detector``s of one model folder, each with its own session (on one GPU: its own CUDA
+    streams and memory arena), used as one. ``detect`` splits a batch into contiguous parts, one per
+    session, runs them at once and joins the results in frame order, so a session's pre- and
+    post-processing on the CPU overlaps another's run on the GPU. Safe to call from several threads:
+    each part takes a free session and gives it back. With one session it is that Detector, with
+    no threads of its own."""
+
+    def __init__(self, detectors: Sequence[Detector]):
+        if not detectors:
+            raise ValueError("a DetectorPool needs at least one Detector")
+        self.detectors = list(detectors)
+        self._free: queue.SimpleQueue[Detector] = queue.SimpleQueue()
+        for det in self.detectors:
+            self._free.put(det)
+        # The calling thread runs the first part itself; these run the others.
+        self._threads = None
+        if len(self.detectors) > 1:
+            prefix = f"session-{self.detectors[0].name}"
+            self._threads = ThreadPoolExecutor(len(self.detectors) - 1, thread_name_prefix=prefix)
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, sessions: int = 1, **options) -> "DetectorPool":
+        """``sessions`` Detectors of ``path`` (``options`` as for ``Detector.from_folder``)."""
+        if sessions < 1:
+            raise ValueError(f"sessions is {sessions}; a model needs at least 1 session")
+        return cls([Detector.from_folder(path, **options) for _ in range(sessions)])
+
+    @property
+    def sessions(self) -> int:
+        return len(self.detectors)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.detectors[0].spec
+
+    @property
+    def providers(self) -> list[str]:
+        return self.detectors[0].providers
+
+    @property
+    def io_binding(self) -> bool:
+        return self.detectors[0].io_binding
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.detectors[0].input_size
+
+    def decode_jpeg(self, data: bytes) -> np.ndarray:
+        return self.detectors[0].decode_jpeg(data)  # no session involved: any Detector's sizes do
+
+    def warmup(self, batch: int = 1) -> None:
+        """Warm every session (each has its own allocator and kernels to set up)."""
+        for det in self.detectors:
+            det.warmup(batch)
+
+    def probe(self, batch: int = 2, runs: int = 3) -> dict[str, Any]:
+        return self._on_free(lambda det: det.probe(batch, runs))
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedObject]]:
+        """As ``Detector.detect``; the batch is split across the sessions, results in frame order."""
+        images = list(images)
+        parts = split(len(images), self.sessions)
+        if len(parts) <= 1:
+            return self._on_free(lambda det: det.detect(images))
+        others = [self._threads.submit(self._on_free, lambda det, p=p: det.detect(images[p])) for p in parts[1:]]
+        try:
+            first = self._on_free(lambda det: det.detect(images[parts[0]]))
+        finally:
+            wait(others)  # no session may still be running when this call returns or raises
+        results = list(first)
+        for future in others:
+            results += future.result()  # re-raises a part's failure
+        return results
+
+    def _on_free(self, fn: Callable[[Detector], T]) -> T:
+        det = self._free.get()  # blocks while every session is busy
+        try:
+            return fn(det)
+        finally:
+            self._free.put(det)
+
+
+def split(n: int, parts: int) -> list[slice]:
+    """``n`` items as at most ``parts`` contiguous slices of sizes that differ by at most one, in order
+    (none empty)."""
+    parts = max(1, min(parts, n))
+    size, extra = divmod(n, parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
 
 
 def _synthetic_frame(width: int, height: int) -> np.ndarray:

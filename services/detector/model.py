@@ -194,19 +194,61 @@ def choose_providers(requested: Sequence[str] | None = None,
     return chosen
 
 
-def _provider_options(name: str) -> dict[str, Any]:
+# Values ONNX Runtime's CUDA provider accepts for cudnn_conv_algo_search.
+CUDNN_CONV_ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    """How a session uses the GPU (the detector_* settings); ignored by the CPU provider."""
+
+    device_id: int = 0  # CUDA device ordinal; CUDA_DEVICE_ORDER=PCI_BUS_ID makes it match nvidia-smi's numbering
+    cudnn_conv_algo_search: str = "HEURISTIC"
+    trt_fp16: bool = False
+
+    def __post_init__(self):
+        if self.device_id < 0:
+            raise ValueError(f"device_id {self.device_id} is negative; use the GPU's index (0 for the first)")
+        if self.cudnn_conv_algo_search not in CUDNN_CONV_ALGO_SEARCH:
+            raise ValueError(f"cudnn_conv_algo_search {self.cudnn_conv_algo_search!r} is not one of "
+                             f"{', '.join(CUDNN_CONV_ALGO_SEARCH)}")
+
+
+def trt_cache_dir() -> Path:
+    return Path(os.environ.get("AIMASS_TRT_CACHE", Path.home() / ".cache" / "aimass" / "trt"))
+
+
+def _provider_options(name: str, gpu: GpuOptions | None = None) -> dict[str, Any]:
+    """The options ONNX Runtime gets for provider ``name`` (a pure dict: nothing is created but the
+    TensorRT cache folder)."""
+    gpu = gpu or GpuOptions()
+    if name == "CUDAExecutionProvider":
+        return {
+            "device_id": gpu.device_id,
+            # HEURISTIC picks cuDNN's convolution algorithms without the EXHAUSTIVE benchmark, which
+            # costs seconds per new input shape, and the detector's batch size varies.
+            "cudnn_conv_algo_search": gpu.cudnn_conv_algo_search,
+            # Copies on the compute stream: the run never reads an input whose copy is still in flight.
+            "do_copy_in_default_stream": True,
+            # Grow the memory arena by what a run asks for, not to the next power of two: several
+            # sessions (detector_sessions, a canary beside the active model) share one GPU.
+            "arena_extend_strategy": "kSameAsRequested",
+        }
     if name == "TensorrtExecutionProvider":
         # Building a TensorRT engine takes minutes; cache it so restarts and hot swaps are fast.
-        cache = Path(os.environ.get("AIMASS_TRT_CACHE", Path.home() / ".cache" / "aimass" / "trt"))
+        # The cache file names carry the precision, so fp16 and fp32 engines do not collide.
+        cache = trt_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+        return {"device_id": gpu.device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                "trt_fp16_enable": gpu.trt_fp16}
     return {}
 
 
-def create_session(spec: ModelSpec, providers: Sequence[str] | None = None, threads: int | None = None):
+def create_session(spec: ModelSpec, providers: Sequence[str] | None = None, threads: int | None = None,
+                   gpu: GpuOptions | None = None):
     """Verify the file and open an ONNX Runtime session. Returns ``(session, providers_in_use)``;
     the latter is what ONNX Runtime actually registered (it drops a GPU provider whose libraries
-    fail to load), so it is what the worker should log."""
+    fail to load), so it is what the worker should log. ``gpu`` configures CUDA and TensorRT."""
     import onnxruntime as ort
 
     verify(spec)
@@ -219,7 +261,7 @@ def create_session(spec: ModelSpec, providers: Sequence[str] | None = None, thre
     opts.inter_op_num_threads = 1  # one graph branch at a time; the parallelism is intra-op
     try:
         session = ort.InferenceSession(str(spec.onnx_path), sess_options=opts,
-                                       providers=[(p, _provider_options(p)) for p in chosen])
+                                       providers=[(p, _provider_options(p, gpu)) for p in chosen])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise _fail(spec.folder, f"ONNX Runtime cannot load {spec.onnx_path.name} ({exc})",
                     "Check that the file is an ONNX model this onnxruntime version supports.") from None

@@ -24,12 +24,31 @@ import numpy as np
 
 from aimass import routing as R
 from aimass.contracts import DetectedObject, Frame, ModelRouting, now_ms
-from aimass_detector.engine import Detector
-from aimass_detector.model import ModelError, load_spec
+from aimass_detector.engine import Detector, DetectorPool
+from aimass_detector.model import GpuOptions, ModelError, load_spec
 from aimass_detector.preprocess import BadImage
 from aimass_detector.tracker import iou_matrix
 
 Resolve = Callable[[str], Path]  # model ref -> a model folder
+Model = Detector | DetectorPool  # what serves a model version: both detect, warm up and name themselves
+
+
+def detector_options(settings) -> dict:
+    """``Detector.from_folder`` keyword arguments from a ``DetectorSettings``."""
+    return {
+        "providers": [p for p in settings.providers.split(",") if p] or None,
+        "threads": settings.threads or None,
+        "gpu": GpuOptions(device_id=settings.detector_device_id,
+                          cudnn_conv_algo_search=settings.detector_cudnn_conv_algo_search,
+                          trt_fp16=settings.detector_trt_fp16),
+        "io_binding": settings.detector_io_binding,
+    }
+
+
+def detector_loader(settings) -> Callable[[Path], DetectorPool]:
+    """How the worker loads a model folder: ``detector_sessions`` sessions of it, as one ``DetectorPool``."""
+    options = detector_options(settings)
+    return lambda folder: DetectorPool.from_folder(folder, sessions=settings.detector_sessions, **options)
 
 
 def resolver(store, default_folder: Path) -> Resolve:
@@ -50,16 +69,16 @@ def resolver(store, default_folder: Path) -> Resolve:
 
 
 class ModelSet:
-    def __init__(self, resolve: Resolve, load: Callable[[Path], Detector]):
+    def __init__(self, resolve: Resolve, load: Callable[[Path], Model]):
         self.resolve = resolve
         self._load = load
         self.routing: ModelRouting | None = None
-        self.models: dict[str, Detector] = {}
+        self.models: dict[str, Model] = {}
 
     def missing(self, routing: ModelRouting) -> list[str]:
         return sorted(R.models_in_use(routing) - set(self.models))
 
-    def load(self, model: str) -> tuple[Detector, float]:
+    def load(self, model: str) -> tuple[Model, float]:
         """Load, check and warm one model (blocking: run it in a thread). Returns it and the seconds it took."""
         t0 = time.perf_counter()
         det = self._load(self.resolve(model))
@@ -68,7 +87,7 @@ class ModelSet:
         det.warmup()
         return det, time.perf_counter() - t0
 
-    def install(self, routing: ModelRouting, loaded: dict[str, Detector]) -> list[str]:
+    def install(self, routing: ModelRouting, loaded: dict[str, Model]) -> list[str]:
         """Switch to ``routing`` with ``loaded`` added; returns the refs no longer needed (dropped)."""
         self.models.update(loaded)
         missing = self.missing(routing)
@@ -123,7 +142,21 @@ class BatchResult:
     images: list[np.ndarray | None] = field(default_factory=list)  # decoded frames, for a re-run of the unserved
 
 
-def run_batch(models: dict[str, Detector], serve: dict[str, list[int]], shadow: dict[str, list[int]],
+def decode_batch(models: dict[str, Model], serve: dict[str, list[int]], frames: list[Frame]) -> list[np.ndarray | None]:
+    """Each served frame's JPEG decoded for its model (blocking: the decode thread, so a batch decodes
+    while the one before it runs on the inference thread). None where it fails: ``run_batch`` tries
+    again and records why."""
+    images: list[np.ndarray | None] = [None] * len(frames)
+    for model, idx in serve.items():
+        for i in idx:
+            try:
+                images[i] = models[model].decode_jpeg(frames[i].jpeg)
+            except BadImage:
+                pass
+    return images
+
+
+def run_batch(models: dict[str, Model], serve: dict[str, list[int]], shadow: dict[str, list[int]],
               frames: list[Frame], images: list[np.ndarray | None] | None = None) -> BatchResult:
     """Decode and run each model's share (blocking: the inference thread). ``images`` carries frames
     already decoded (a re-run after a failure), None entries to decode."""

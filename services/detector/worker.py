@@ -5,9 +5,10 @@ model version its camera is routed to (serving.py), tracks objects per camera, p
 Decode and inference run in one worker thread (ONNX Runtime and simplejpeg release the GIL), so the
 event loop keeps heartbeating while a batch runs; new model versions load in a second thread beside
 it. A batch's output messages are delivered before the batch's input offsets are acknowledged: at
-least once, and a crash replays the batch. Each camera's tracker is stored in a state topic after its
-detections went out (aimass.state), so a restarted or rebalanced worker resumes the tracks and skips
-frames whose detections were already sent.
+least once, and a crash replays the batch. Batches overlap by one: the next runs on the inference
+thread while this one's outputs are tracked, sent and delivered, so the model never waits on Kafka.
+Each camera's tracker is stored in a state topic after its detections went out (aimass.state), so a
+restarted or rebalanced worker resumes the tracks and skips frames whose detections were already sent.
 
 Model routing arrives on the models control topic (aimass.routing): each revision is loaded and
 warmed before it is installed between two batches; a revision that fails to load is refused and the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +37,8 @@ from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.model_store import ModelStore
 from aimass.settings import DetectorSettings
 from aimass.state import StateTopic
-from aimass_detector.engine import Detector
 from aimass_detector.model import ModelError, load_spec
-from aimass_detector.serving import ModelSet, agreement, resolver, run_batch
+from aimass_detector.serving import ModelSet, agreement, decode_batch, detector_loader, resolver, run_batch
 from aimass_detector.tracker import Trackers
 
 log = logging.getLogger("aimass.detector")
@@ -66,10 +67,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
     events_topic = raw_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
-    providers = [p for p in settings.providers.split(",") if p] or None
-    models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir),
-                      lambda folder: Detector.from_folder(folder, providers=providers, threads=settings.threads or None))
+    models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir), detector_loader(settings))
     counters = Counters()
     trackers = Trackers()
     tracks = StateTopic(app, settings, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_FRAMES, settings.partitions_frames)
@@ -100,7 +100,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
                              f"{models.routing.revision if models.routing else '-'} keeps serving", revision=routing.revision)
                 return False
             loaded[model] = det
-            await report("loaded", model, f"on {', '.join(det.providers)}", value=seconds, revision=routing.revision)
+            how = (f"on {', '.join(det.providers)}, {det.sessions} session(s), "
+                   f"IO binding {'on' if det.io_binding else 'off'}")
+            await report("loaded", model, how, value=seconds, revision=routing.revision)
         dropped = models.install(routing, loaded)
         routed.set()
         log.info("routing revision %d installed (%s); unloaded: %s", routing.revision, routing.reason or routing.by,
@@ -185,19 +187,32 @@ def build_app(settings: DetectorSettings) -> faust.App:
             ctxs.append((telemetry.extract(m.headers), m))
         return frames, ctxs
 
-    @app.agent(frames_topic)
-    async def detect(stream):
+    async def infer(frames: list[Frame], ctxs: list):
+        """Start the batch: decode on the decode thread, then the model runs on the inference thread
+        (both in batch order); returns (its batch span, the future of its BatchResult)."""
         loop = asyncio.get_running_loop()
-        await routed.wait()
-        async for events in stream.take_events(settings.max_batch, within=settings.max_wait_ms / 1000.0):
-            frames, ctxs = await admit(events)
-            if not frames:
-                continue
-            serve, shadow = models.plan(frames)
-            with tracer.start_as_current_span("inference batch", links=[
-                    trace.Link(trace.get_current_span(c).get_span_context()) for c, _ in ctxs]) as batch_span:
-                batch_span.set_attribute("batch.size", len(frames))
-                result = await loop.run_in_executor(pool, run_batch, dict(models.models), serve, shadow, frames)
+        serve, shadow = models.plan(frames)
+        serving = dict(models.models)  # the revision this batch was planned with, whatever is installed next
+        batch_span = tracer.start_span("inference batch", links=[
+            trace.Link(trace.get_current_span(c).get_span_context()) for c, _ in ctxs])
+        batch_span.set_attribute("batch.size", len(frames))
+
+        async def run():
+            images = await loop.run_in_executor(decoder, decode_batch, serving, serve, frames)
+            return await loop.run_in_executor(pool, run_batch, serving, serve, shadow, frames, images)
+        return batch_span, asyncio.ensure_future(run())
+
+    async def finish(before: asyncio.Future | None, events, frames: list[Frame], ctxs: list, batch_span,
+                     future) -> None:
+        """Wait for the batch's runs (re-running frames of a model that failed), track, send, wait for
+        delivery, store the trackers, then acknowledge the batch's input. Batches finish in order:
+        each waits for the one before (``before``) first. A batch that fails is not acknowledged."""
+        loop = asyncio.get_running_loop()
+        if before is not None:
+            await before
+        if future is not None:
+            with trace.use_span(batch_span, end_on_exit=True):
+                result = await future
                 for attempt in range(MAX_RERUNS):
                     if not result.failed:
                         break
@@ -213,66 +228,97 @@ def build_app(settings: DetectorSettings) -> faust.App:
                     for i in result.unserved:
                         result.served[i] = again.served[i]
                     result.failed, result.unserved = again.failed, again.unserved
-            counters.batches += 1
-            runs = {(sv.model, sv.decoded_ms, sv.inferred_ms, sv.batch_size) for sv in result.served if sv.objects is not None}
-            for model, decoded_ms, inferred_ms, size in runs:
-                m_.inference_ms.record(inferred_ms - decoded_ms, {"model": model})
-                m_.batch_size.record(size, {"model": model})
-            for model in result.failed:
-                m_.model_failures.add(1, {"model": model})
-            batch_link = [trace.Link(batch_span.get_span_context())]
-            pending = []
-            for i, frame in enumerate(frames):
-                ctx, m = ctxs[i]
-                served = result.served[i]
-                if served.bad_image is not None or served.objects is None:
-                    counters.dead += 1
-                    error = (ContractError("bad_jpeg", f"camera {frame.camera_id} seq {frame.seq}: {served.bad_image}")
-                             if served.bad_image is not None else
-                             ContractError("model_failed", f"camera {frame.camera_id} seq {frame.seq}: no model could "
-                                                           f"serve it ({'; '.join(result.failed.values())})"))
-                    await dead.send(source_topic=m.topic, original=contracts.encode(frame), key=m.key, error=error,
-                                    partition=m.partition, offset=m.offset)
-                    continue
-                # Frames of one camera come from one partition, in order, so tracking here is sequential.
-                objects = trackers.update(frame.camera_id, served.objects, frame.captured_ms, frame.seq)
-                counters.frames += 1
-                counters.objects += len(objects)
-                m_.frames.add(1, {"camera": frame.camera_id, "model": served.model})
-                stamps = dict(frame.stamps)
-                stamps.update(decoded=served.decoded_ms, inferred=served.inferred_ms, detector_out=contracts.now_ms())
-                # This frame's own spans, timed by its stamps: detect > decode, inference (linked to the batch).
-                detect_span = telemetry.past_span(tracer, "detect", ctx, stamps["detector_in"], stamps["detector_out"],
-                                                  {"camera.id": frame.camera_id, "frame.seq": frame.seq,
-                                                   "model": served.model, "objects": len(objects)})
-                telemetry.past_span(tracer, "decode", detect_span, stamps["detector_in"], served.decoded_ms)
-                telemetry.past_span(tracer, "inference", detect_span, served.decoded_ms, served.inferred_ms,
-                                    {"batch.size": served.batch_size, "model": served.model}, links=batch_link)
-                name, version = R.split_ref(served.model)
-                out = Detections(site_id=frame.site_id, camera_id=frame.camera_id, seq=frame.seq,
-                                 captured_ms=frame.captured_ms, width=frame.width, height=frame.height,
-                                 jpeg_bytes=len(frame.jpeg), model_name=name, model_version=version, objects=objects,
-                                 batch_size=served.batch_size, stamps=stamps)
-                headers = dict(telemetry.inject_span(detect_span))
-                pending.append(await out_topic.send(key=frame.camera_id.encode(), value=contracts.encode(out),
-                                                    headers=headers, force=True))
-            for run in result.shadows:
-                for i, shadow_objects in zip(run.indexes, run.objects):
-                    frame, served = frames[i], result.served[i]
-                    matched, mean_iou = agreement(served.objects or [], shadow_objects)
-                    msg = ShadowResult(site_id=frame.site_id, camera_id=frame.camera_id, seq=frame.seq,
-                                       captured_ms=frame.captured_ms, model=served.model, shadow=run.model,
-                                       objects=served.objects or [], shadow_objects=shadow_objects, matched=matched,
-                                       mean_iou=mean_iou, shadow_ms=run.seconds * 1000)
-                    counters.shadow_frames += 1
-                    pending.append(await shadow_topic.send(key=frame.camera_id.encode(), value=contracts.encode(msg),
-                                                           force=True))
-            # Delivered before the batch's offsets are acknowledged (when this loop turns), and before
-            # the trackers that reflect them are stored.
-            await asyncio.gather(*pending)
-            for camera_id, partition in {f.camera_id: m.partition for f, (_, m) in zip(frames, ctxs)}.items():
-                if camera_id in trackers.cameras:
-                    tracks.save(partition, camera_id.encode(), trackers.cameras[camera_id].to_state())
+            await deliver(frames, ctxs, result, batch_span)
+        # Only now, after its outputs were delivered, is the batch's input acknowledged (at least once).
+        for ev in events:
+            if ev.ack():  # the reference ``detect`` added; take_events dropped its own when the loop turned
+                app.sensors.on_message_out(ev.message.tp, ev.message.offset, ev.message)
+
+    async def deliver(frames: list[Frame], ctxs: list, result, batch_span) -> None:
+        """Track each served frame, send its detections (and shadow results), wait until delivered, then
+        store the trackers that reflect them."""
+        counters.batches += 1
+        runs = {(sv.model, sv.decoded_ms, sv.inferred_ms, sv.batch_size) for sv in result.served if sv.objects is not None}
+        for model, decoded_ms, inferred_ms, size in runs:
+            m_.inference_ms.record(inferred_ms - decoded_ms, {"model": model})
+            m_.batch_size.record(size, {"model": model})
+        for model in result.failed:
+            m_.model_failures.add(1, {"model": model})
+        batch_link = [trace.Link(batch_span.get_span_context())]
+        pending = []
+        for i, frame in enumerate(frames):
+            ctx, m = ctxs[i]
+            served = result.served[i]
+            if served.bad_image is not None or served.objects is None:
+                counters.dead += 1
+                error = (ContractError("bad_jpeg", f"camera {frame.camera_id} seq {frame.seq}: {served.bad_image}")
+                         if served.bad_image is not None else
+                         ContractError("model_failed", f"camera {frame.camera_id} seq {frame.seq}: no model could "
+                                                       f"serve it ({'; '.join(result.failed.values())})"))
+                await dead.send(source_topic=m.topic, original=contracts.encode(frame), key=m.key, error=error,
+                                partition=m.partition, offset=m.offset)
+                continue
+            # Frames of one camera come from one partition, in order, so tracking here is sequential.
+            objects = trackers.update(frame.camera_id, served.objects, frame.captured_ms, frame.seq)
+            counters.frames += 1
+            counters.objects += len(objects)
+            m_.frames.add(1, {"camera": frame.camera_id, "model": served.model})
+            stamps = dict(frame.stamps)
+            stamps.update(decoded=served.decoded_ms, inferred=served.inferred_ms, detector_out=contracts.now_ms())
+            # This frame's own spans, timed by its stamps: detect > decode, inference (linked to the batch).
+            detect_span = telemetry.past_span(tracer, "detect", ctx, stamps["detector_in"], stamps["detector_out"],
+                                              {"camera.id": frame.camera_id, "frame.seq": frame.seq,
+                                               "model": served.model, "objects": len(objects)})
+            telemetry.past_span(tracer, "decode", detect_span, stamps["detector_in"], served.decoded_ms)
+            telemetry.past_span(tracer, "inference", detect_span, served.decoded_ms, served.inferred_ms,
+                                {"batch.size": served.batch_size, "model": served.model}, links=batch_link)
+            name, version = R.split_ref(served.model)
+            out = Detections(site_id=frame.site_id, camera_id=frame.camera_id, seq=frame.seq,
+                             captured_ms=frame.captured_ms, width=frame.width, height=frame.height,
+                             jpeg_bytes=len(frame.jpeg), model_name=name, model_version=version, objects=objects,
+                             batch_size=served.batch_size, stamps=stamps)
+            headers = dict(telemetry.inject_span(detect_span))
+            pending.append(await out_topic.send(key=frame.camera_id.encode(), value=contracts.encode(out),
+                                                headers=headers, force=True))
+        for run in result.shadows:
+            for i, shadow_objects in zip(run.indexes, run.objects):
+                frame, served = frames[i], result.served[i]
+                matched, mean_iou = agreement(served.objects or [], shadow_objects)
+                msg = ShadowResult(site_id=frame.site_id, camera_id=frame.camera_id, seq=frame.seq,
+                                   captured_ms=frame.captured_ms, model=served.model, shadow=run.model,
+                                   objects=served.objects or [], shadow_objects=shadow_objects, matched=matched,
+                                   mean_iou=mean_iou, shadow_ms=run.seconds * 1000)
+                counters.shadow_frames += 1
+                pending.append(await shadow_topic.send(key=frame.camera_id.encode(), value=contracts.encode(msg),
+                                                       force=True))
+        # Delivered before the batch's input is acknowledged (``finish``), and before the trackers that
+        # reflect them are stored.
+        await asyncio.gather(*pending)
+        for camera_id, partition in {f.camera_id: m.partition for f, (_, m) in zip(frames, ctxs)}.items():
+            if camera_id in trackers.cameras:
+                tracks.save(partition, camera_id.encode(), trackers.cameras[camera_id].to_state())
+
+    @app.agent(frames_topic)
+    async def detect(stream):
+        """Batches overlap: the next batch runs on the inference thread while this one's outputs are
+        tracked, sent and delivered (``finish``), so the model waits on no Kafka round trip. Each event
+        holds an extra reference until its batch finished, so ``take_events`` acknowledging it when the
+        loop turns does not commit its offset early."""
+        await routed.wait()
+        in_flight: deque[asyncio.Task] = deque()
+        async for events in stream.take_events(settings.max_batch, within=settings.max_wait_ms / 1000.0):
+            if any(not tracks.loaded(ev.message.partition) for ev in events):
+                # A partition's stored trackers are about to be restored: let batches in flight finish first.
+                while in_flight:
+                    await in_flight.popleft()
+            for ev in events:
+                ev.message.incref()
+            frames, ctxs = await admit(events)
+            batch_span, future = await infer(frames, ctxs) if frames else (None, None)
+            in_flight.append(asyncio.ensure_future(
+                finish(in_flight[-1] if in_flight else None, events, frames, ctxs, batch_span, future)))
+            while len(in_flight) > 2 or (in_flight and in_flight[0].done()):
+                await in_flight.popleft()  # at most two batches in flight; surfaces a failed one's error
 
     @app.timer(10.0)
     async def log_counters() -> None:

@@ -1,0 +1,275 @@
+"""The detector's GPU path without a GPU: the CUDA and TensorRT provider options (plain dicts), the IO
+binding decision, IO binding run on CPU memory against ``session.run`` on the real models, the
+session pool, and the settings that configure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from aimass.contracts import DetectedObject
+from aimass.settings import DetectorSettings
+from aimass_detector import model as M
+from aimass_detector.adapters import adapter_for
+from aimass_detector.engine import (BoundRunner, Detector, DetectorPool, _synthetic_frame, binding_device, split,
+                                    use_io_binding)
+from aimass_detector.model import GpuOptions, _provider_options
+from aimass_detector.serving import detector_loader, detector_options
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+CUDA, TRT, CPU = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"
+
+
+# ---- provider options -----------------------------------------------------------------------------
+
+def test_cuda_options_default_and_set():
+    assert _provider_options(CUDA) == {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC",
+                                       "do_copy_in_default_stream": True, "arena_extend_strategy": "kSameAsRequested"}
+    opts = _provider_options(CUDA, GpuOptions(device_id=2, cudnn_conv_algo_search="EXHAUSTIVE", trt_fp16=True))
+    assert (opts["device_id"], opts["cudnn_conv_algo_search"]) == (2, "EXHAUSTIVE")
+    assert "trt_fp16_enable" not in opts  # a TensorRT option means nothing to CUDA
+
+
+def test_tensorrt_options_cache_engines_and_take_fp16(tmp_path, monkeypatch):
+    cache = tmp_path / "trt"
+    monkeypatch.setenv("AIMASS_TRT_CACHE", str(cache))
+    assert _provider_options(TRT) == {"device_id": 0, "trt_engine_cache_enable": True,
+                                      "trt_engine_cache_path": str(cache), "trt_fp16_enable": False}
+    assert cache.is_dir()  # TensorRT does not create it
+    opts = _provider_options(TRT, GpuOptions(device_id=1, trt_fp16=True))
+    assert (opts["device_id"], opts["trt_fp16_enable"]) == (1, True)
+
+
+def test_cpu_options_stay_empty():
+    assert _provider_options(CPU, GpuOptions(device_id=3, trt_fp16=True)) == {}
+
+
+def test_gpu_options_refuse_what_onnx_runtime_would_reject():
+    with pytest.raises(ValueError, match="cudnn_conv_algo_search 'FAST' is not one of HEURISTIC"):
+        GpuOptions(cudnn_conv_algo_search="FAST")
+    with pytest.raises(ValueError, match="device_id -1 is negative"):
+        GpuOptions(device_id=-1)
+
+
+def test_create_session_hands_each_provider_its_options(monkeypatch, tmp_path):
+    # A build with TensorRT and CUDA, faked: the session records what it was asked for.
+    import onnxruntime as ort
+
+    asked = {}
+
+    class FakeSession:
+        def __init__(self, path, sess_options, providers):
+            asked["providers"] = providers
+
+        def get_providers(self):
+            return [p for p, _ in asked["providers"]]
+
+    monkeypatch.setenv("AIMASS_TRT_CACHE", str(tmp_path / "trt"))
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [TRT, CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", FakeSession)
+    spec = M.load_spec(MODELS / "nanodet-g-416")
+    gpu = GpuOptions(device_id=1, cudnn_conv_algo_search="DEFAULT", trt_fp16=True)
+    _, in_use = M.create_session(spec, providers=["tensorrt", "cuda"], gpu=gpu)
+    assert in_use == [TRT, CUDA]
+    (trt, trt_opts), (cuda, cuda_opts) = asked["providers"]
+    assert (trt, trt_opts["trt_fp16_enable"], trt_opts["device_id"]) == (TRT, True, 1)
+    assert (cuda, cuda_opts["cudnn_conv_algo_search"], cuda_opts["device_id"]) == (CUDA, "DEFAULT", 1)
+
+
+# ---- the IO binding decision ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, providers, expected", [
+    ("auto", [CUDA, CPU], True),
+    ("auto", [TRT, CUDA, CPU], True),
+    ("auto", [CPU], False),
+    ("auto", [CPU, CUDA], False),  # only the first provider runs the graph's bulk
+    ("auto", [], False),
+    ("on", [CPU], True),
+    ("off", [CUDA, CPU], False),
+])
+def test_io_binding_auto_means_a_gpu_provider_first(mode, providers, expected):
+    assert use_io_binding(mode, providers) is expected
+
+
+def test_io_binding_mode_must_be_known():
+    with pytest.raises(ValueError, match="io_binding 'yes' is not one of auto, on, off"):
+        use_io_binding("yes", [CPU])
+    with pytest.raises(ValueError, match="io_binding 'yes'"):
+        Detector.from_folder(MODELS / "nanodet-g-416", io_binding="yes")
+
+
+def test_binding_device_follows_the_first_provider():
+    assert [binding_device(p) for p in ([TRT, CUDA], [CUDA], [CPU], [])] == ["cuda", "cuda", "cpu", "cpu"]
+
+
+# ---- IO binding on CPU against session.run, on the real models ------------------------------------
+
+ASSETS = Path(__file__).resolve().parents[2] / "services" / "gateway" / "assets"
+
+
+def _scene(background: str, cutouts: list[tuple[str, int, int, float]]) -> np.ndarray:
+    """The gateway's photographed cut-outs (name, left, top, scale) pasted over one of its backgrounds:
+    real people and a real vehicle, so both models find something."""
+    img = cv2.imread(str(ASSETS / background))
+    for name, x, y, scale in cutouts:
+        rgba = cv2.imread(str(ASSETS / name), cv2.IMREAD_UNCHANGED)
+        rgba = cv2.resize(rgba, None, fx=scale, fy=scale)
+        h, w = rgba.shape[:2]
+        alpha = rgba[:, :, 3:] / 255.0
+        roi = img[y:y + h, x:x + w]
+        roi[:] = (roi * (1 - alpha) + rgba[:, :, :3] * alpha).astype(np.uint8)
+    return img
+
+
+def _frames(w: int, h: int) -> list[np.ndarray]:
+    return [_scene("street.jpg", [("person_1.png", 100, 200, 2.0), ("person_2.png", 400, 150, 2.0)]),
+            _synthetic_frame(w, h),
+            _scene("yard.jpg", [("person_2.png", 250, 100, 2.2)]),
+            _scene("street.jpg", [("vehicle_1.png", 100, 250, 1.0)])]
+
+
+def _pair(folder: Path) -> tuple[Detector, Detector]:
+    """A plain and an IO-bound Detector on one CPU session (each with its own adapter and buffer)."""
+    plain = Detector.from_folder(folder, providers=["cpu"], threads=1, io_binding="off")
+    bound = Detector(plain.spec, plain.session, adapter_for(plain.spec), plain.providers, io_binding="on")
+    assert (plain.io_binding, bound.io_binding) == (False, True)
+    return plain, bound
+
+
+@pytest.mark.parametrize("folder", ["nanodet-g-416", "pedssd"])
+def test_io_binding_on_cpu_detects_what_session_run_detects(folder):
+    if not (MODELS / folder / "model.yaml").is_file():
+        pytest.skip(f"no model folder models/{folder}")
+    plain, bound = _pair(MODELS / folder)
+    assert bound._bound.device == "cpu"
+    frames = _frames(*plain.input_size)
+    names = plain.adapter.output_names
+    raw_plain = plain.session.run(names, plain.adapter.prepare(frames))
+    raw_bound = bound._bound.run(names, bound.adapter.prepare(frames))
+    for a, b in zip(raw_plain, raw_bound, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    expected = plain.detect(frames)
+    assert sum(len(objs) for objs in expected) >= 3  # people (and a vehicle) found: something to compare
+    assert bound.detect(frames) == expected
+    assert bound.detect(frames[:2]) == expected[:2]  # another batch size: a new input buffer
+    assert bound.detect(frames[2:]) == expected[2:]  # and back
+
+
+def test_bound_runner_reuses_its_input_while_the_shape_holds():
+    det = Detector.from_folder(MODELS / "nanodet-g-416", providers=["cpu"], threads=1, io_binding="on")
+    runner: BoundRunner = det._bound
+    w, h = det.input_size
+    frames = [_synthetic_frame(w, h)] * 2
+    det.detect(frames)
+    (key, first), = runner._inputs.values()
+    assert key[0] == (2, 3, h, w) and first.device_name() == "cpu"
+    det.detect(frames[::-1])
+    assert next(iter(runner._inputs.values()))[1] is first  # same shape: updated in place
+    det.detect(frames[:1])
+    assert next(iter(runner._inputs.values()))[1] is not first
+
+
+def test_probe_reports_io_binding():
+    det = Detector.from_folder(MODELS / "nanodet-g-416", providers=["cpu"], threads=1, io_binding="on")
+    facts = det.probe(batch=1, runs=1)
+    assert facts["io_binding"] is True and facts["providers"] == [CPU]
+
+
+# ---- the session pool -----------------------------------------------------------------------------
+
+def test_split_keeps_order_and_sizes_even():
+    for n in range(0, 12):
+        for parts in range(1, 5):
+            slices = split(n, parts)
+            covered = [i for s in slices for i in range(n)[s]]
+            assert covered == list(range(n))
+            sizes = [s.stop - s.start for s in slices]
+            assert len(slices) == min(n, parts) and (not sizes or max(sizes) - min(sizes) <= 1)
+
+
+class Marker:
+    """A stand-in Detector that labels each frame with its value and who ran it."""
+
+    def __init__(self, name: str, fail_on: int | None = None):
+        self.name, self.fail_on, self.calls = name, fail_on, []
+
+    def detect(self, images):
+        self.calls.append(len(images))
+        if self.fail_on is not None and self.fail_on in [int(img[0, 0, 0]) for img in images]:
+            raise RuntimeError(f"session {self.name} failed")
+        return [[DetectedObject(self.name, int(img[0, 0, 0]), 0.5, 0.0, 0.0, 1.0, 1.0)] for img in images]
+
+
+def _img(v: int) -> np.ndarray:
+    return np.full((2, 2, 3), v, np.uint8)
+
+
+def test_pool_splits_a_batch_across_sessions_and_keeps_frame_order():
+    sessions = [Marker("a"), Marker("b"), Marker("c")]
+    pool = DetectorPool(sessions)
+    out = pool.detect([_img(v) for v in range(7)])
+    assert [objs[0].class_id for objs in out] == list(range(7))
+    # Sessions are handed out first in, first out, so the three parts go to three sessions.
+    assert sorted(n for s in sessions for n in s.calls) == [2, 2, 3] and all(s.calls for s in sessions)
+    assert pool.detect([]) == []
+
+
+def test_pool_part_failure_raises_and_frees_every_session():
+    sessions = [Marker("a", fail_on=3), Marker("b", fail_on=3)]  # whichever session runs frame 3 fails
+    pool = DetectorPool(sessions)
+    with pytest.raises(RuntimeError, match="session [ab] failed"):
+        pool.detect([_img(v) for v in range(4)])
+    assert pool._free.qsize() == 2  # both sessions back: the next batch does not block
+    assert [o[0].class_id for o in pool.detect([_img(0), _img(1)])] == [0, 1]
+
+
+def test_pool_of_one_runs_in_the_calling_thread():
+    pool = DetectorPool([Marker("a")])
+    assert pool._threads is None
+    assert [o[0].class_id for o in pool.detect([_img(v) for v in range(3)])] == [0, 1, 2]
+
+
+def test_pool_refuses_no_sessions():
+    with pytest.raises(ValueError, match="at least one"):
+        DetectorPool([])
+    with pytest.raises(ValueError, match="sessions is 0"):
+        DetectorPool.from_folder(MODELS / "nanodet-g-416", sessions=0)
+
+
+# ---- settings -> what the worker loads ------------------------------------------------------------
+
+def test_settings_reach_the_sessions(monkeypatch):
+    monkeypatch.setenv("AIMASS_DETECTOR_IO_BINDING", "on")
+    monkeypatch.setenv("AIMASS_DETECTOR_SESSIONS", "2")
+    monkeypatch.setenv("AIMASS_DETECTOR_DEVICE_ID", "1")
+    monkeypatch.setenv("AIMASS_DETECTOR_TRT_FP16", "true")
+    monkeypatch.setenv("AIMASS_PROVIDERS", "cpu")
+    monkeypatch.setenv("AIMASS_THREADS", "1")
+    settings = DetectorSettings()
+    opts = detector_options(settings)
+    assert opts == {"providers": ["cpu"], "threads": 1, "io_binding": "on",
+                    "gpu": GpuOptions(device_id=1, cudnn_conv_algo_search="HEURISTIC", trt_fp16=True)}
+    pool = detector_loader(settings)(MODELS / "nanodet-g-416")
+    assert pool.sessions == 2 and pool.io_binding and pool.providers == [CPU]
+    assert len({id(d.session) for d in pool.detectors}) == 2  # a session each
+    pool.warmup()
+    frames = _frames(*pool.input_size)
+    single = Detector.from_folder(MODELS / "nanodet-g-416", providers=["cpu"], threads=1)
+    assert pool.detect(frames) == single.detect(frames)
+
+
+def test_detector_defaults_keep_the_cpu_path():
+    settings = DetectorSettings()
+    assert (settings.detector_io_binding, settings.detector_sessions, settings.detector_device_id,
+            settings.detector_cudnn_conv_algo_search, settings.detector_trt_fp16) == ("auto", 1, 0, "HEURISTIC", False)
+    det = Detector.from_folder(MODELS / "nanodet-g-416", providers=["cpu"], threads=1)
+    assert det.io_binding is False
+
+
+def test_sessions_setting_is_bounded(monkeypatch):
+    monkeypatch.setenv("AIMASS_DETECTOR_SESSIONS", "0")
+    with pytest.raises(ValueError, match="detector_sessions"):
+        DetectorSettings()
