@@ -202,6 +202,10 @@ class RulesSettings(Settings):
     tick_max_backlog: int = Field(20, ge=0, description="clock ticks (stale sensors, 'A without B') are judged only "
                                   "while at most this many sensor readings and violation events wait unprocessed, "
                                   "so a worker catching up after a restart does not call live sensors stale")
+    rules_batch_max: int = Field(500, ge=1, description="input messages evaluated per batch; each camera's and "
+                                 "sensor's state is stored once per batch, after its violations were delivered")
+    rules_batch_wait_ms: float = Field(10.0, ge=0, description="longest a message waits for its batch to fill "
+                                       "(adds at most this to the latency of a violation)")
 
 
 class RegistrySettings(Settings):

@@ -35,14 +35,24 @@ def bottom_centres(boxes) -> np.ndarray:
 
 
 def bottom_centre(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float]:
-    x, y = bottom_centres([x1, y1, x2, y2])[0]
-    return float(x), float(y)
+    """``bottom_centres`` for one box, in plain floats (the same arithmetic)."""
+    x, y = (x1 + x2) * 0.5, max(y1, y2)
+    return min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)
+
+
+# Below this many point-edge pairs, plain float arithmetic beats numpy's per-call overhead (a frame's
+# few objects against a zone: measured 5x faster), with the same operations in the same order.
+SMALL_PAIRS = 96
 
 
 def points_in_polygon(points, polygon, eps: float = EDGE_EPS) -> np.ndarray:
     """(N, 2) points, (M, 2) polygon -> (N,) bool: inside or on the boundary."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     poly = as_polygon(polygon)
+    if len(p) * len(poly) <= SMALL_PAIRS:
+        corners = poly.tolist()
+        edges = list(zip(corners, corners[1:] + corners[:1]))
+        return np.array([_point_in(x, y, edges, eps) for x, y in p.tolist()], dtype=bool)
     px, py = p[:, 0:1], p[:, 1:2]  # (N, 1) against (M,) edges -> (N, M)
     x0, y0 = poly[:, 0], poly[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
@@ -61,3 +71,19 @@ def points_in_polygon(points, polygon, eps: float = EDGE_EPS) -> np.ndarray:
     dx, dyy = px - (x0 + t * ex), py - (y0 + t * ey)
     on_edge = np.any(dx * dx + dyy * dyy <= eps * eps, axis=1)
     return inside | on_edge
+
+
+def _point_in(px: float, py: float, edges, eps: float) -> bool:
+    """``points_in_polygon`` for one point, edge by edge, with the vectorised path's arithmetic."""
+    crossings = 0
+    for (x0, y0), (x1, y1) in edges:
+        ex, ey = x1 - x0, y1 - y0
+        if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * ex / ey:
+            crossings += 1
+        len2 = ex * ex + ey * ey
+        t = ((px - x0) * ex + (py - y0) * ey) / (len2 if len2 > 0 else 1.0)
+        t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
+        dx, dy = px - (x0 + t * ex), py - (y0 + t * ey)
+        if dx * dx + dy * dy <= eps * eps:
+            return True
+    return crossings % 2 == 1

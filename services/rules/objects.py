@@ -7,7 +7,7 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass.site import Site, Zone
 from aimass_rules.evaluator import RuleEvaluator, Source
-from aimass_rules.geometry import as_polygon, bottom_centres, points_in_polygon
+from aimass_rules.geometry import as_polygon, bottom_centre, bottom_centres, points_in_polygon
 
 
 def watched(objects: list[DetectedObject], classes: frozenset[str], min_score: float) -> list[DetectedObject]:
@@ -22,7 +22,8 @@ def feet(objects: list[DetectedObject]) -> np.ndarray:
 def in_zone(objects: list[DetectedObject], polygon: np.ndarray) -> list[DetectedObject]:
     if not objects:
         return []
-    inside = points_in_polygon(feet(objects), polygon)
+    points = [bottom_centre(o.x1, o.y1, o.x2, o.y2) for o in objects] if len(objects) <= 8 else feet(objects)
+    inside = points_in_polygon(points, polygon)
     return [o for o, ok in zip(objects, inside) if ok]
 
 

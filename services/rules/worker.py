@@ -63,7 +63,9 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     log.info("rules: site %s with %d cameras, %d sensors, %d rules from %s", site.site.id,
              len(site.cameras), len(site.sensors), len(site.rules), settings.site_file)
 
-    async def emit(violations: list[Violation], ctx) -> None:
+    async def send(violations: list[Violation], ctx) -> list:
+        """Hand ``violations`` to the producer; returns their delivery futures (await them before the
+        input's state is stored and its offset acknowledged)."""
         futs = []
         for v in violations:
             with tracer.start_as_current_span("violation", context=ctx) as span:
@@ -71,11 +73,13 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 headers = dict(telemetry.inject())
             futs.append(await out_topic.send(key=v.site_id.encode(), value=contracts.encode(v), headers=headers,
                                              force=True))
-        for f in futs:
-            await f
-        counters.violations += len(violations)
-        for v in violations:
             m_.violations.add(1, {"rule_type": v.rule_type, "event": v.event})
+        counters.violations += len(violations)
+        return futs
+
+    async def emit(violations: list[Violation], ctx) -> None:
+        for f in await send(violations, ctx):
+            await f
 
     async def resume(kind: str, partition: int) -> None:
         """Load the stored state of a partition's keys the first time it is met after an assignment."""
@@ -101,35 +105,48 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                     asyncio.ensure_future(resume(kind, tp.partition))
 
     async def process(stream, cls, kind: str, handle):
+        """Evaluate input in batches: every message in order, its violations sent as it is evaluated;
+        at the batch's end the deliveries are awaited, then each source's state is stored once (see
+        aimass.state), and the loop turning acknowledges the batch's offsets."""
         await caught_up.wait()  # evaluate with the latest applied site file, not the one on disk
-        async for event in stream.events():
-            m = event.message
-            try:
-                msg = contracts.decode(event.value, cls)
-                ident = msg.camera_id if cls is Detections else msg.sensor_id
-                known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
-                if known is None:
-                    raise ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site file "
-                                        f"{settings.site_file} does not define; add it there or fix the gateway")
-            except ContractError as exc:
-                counters.dead += 1
-                if exc.reason == "unknown_source":
-                    counters.unknown += 1
-                await dead.send(source_topic=m.topic, original=event.value, key=m.key, error=exc,
-                                partition=m.partition, offset=m.offset)
-                continue
-            await resume(kind, m.partition)
-            processed[(m.topic, m.partition)] = m.offset
-            msg.stamps["rules_in"] = contracts.now_ms()
-            ctx = telemetry.extract(m.headers)
-            with tracer.start_as_current_span("rules", context=ctx) as span:
-                violations = handle(msg)
-                span.set_attribute("violations", len(violations))
-                ctx = telemetry.trace.set_span_in_context(span)  # violations are children of this evaluation
-            m_.rule_evaluations.add(1, {"source": kind})
-            await emit(violations, ctx)
-            # Stored after its violations went out (see aimass.state).
-            states[kind].save(m.partition, ident.encode(), engine.export_state((kind, ident)))
+        async for events in stream.take_events(settings.rules_batch_max, within=settings.rules_batch_wait_ms / 1000):
+            pending: list = []
+            touched: dict[str, int] = {}  # source id -> the input partition its state belongs to
+            evaluated = 0
+            for event in events:
+                m = event.message
+                try:
+                    msg = contracts.decode(event.value, cls)
+                    ident = msg.camera_id if cls is Detections else msg.sensor_id
+                    known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
+                    if known is None:
+                        raise ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site file "
+                                            f"{settings.site_file} does not define; add it there or fix the gateway")
+                except ContractError as exc:
+                    counters.dead += 1
+                    if exc.reason == "unknown_source":
+                        counters.unknown += 1
+                    await dead.send(source_topic=m.topic, original=event.value, key=m.key, error=exc,
+                                    partition=m.partition, offset=m.offset)
+                    continue
+                await resume(kind, m.partition)
+                processed[(m.topic, m.partition)] = m.offset
+                msg.stamps["rules_in"] = contracts.now_ms()
+                ctx = telemetry.extract(m.headers)
+                with tracer.start_as_current_span("rules", context=ctx) as span:
+                    violations = handle(msg)
+                    span.set_attribute("violations", len(violations))
+                    ctx = telemetry.trace.set_span_in_context(span)  # violations are children of this evaluation
+                pending += await send(violations, ctx)
+                touched[ident] = m.partition
+                evaluated += 1
+            if evaluated:
+                m_.rule_evaluations.add(evaluated, {"source": kind})
+            for f in pending:
+                await f
+            # Stored after the violations they reflect went out (see aimass.state).
+            for ident, partition in touched.items():
+                states[kind].save(partition, ident.encode(), engine.export_state((kind, ident)))
 
     caught_up = asyncio.Event()
 

@@ -179,3 +179,23 @@ def test_bottom_centre_lies_in_the_box_x_range_at_its_lowest_y_clipped_to_the_fr
         assert 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0
         # Corners in either order give the same point.
         assert bottom_centre(x2, y2, x1, y1) == bottom_centre(x1, y1, x2, y2) == (x, y)
+
+
+@given(st.lists(float_points, min_size=1, max_size=12), float_polygons)
+def test_the_small_input_path_agrees_with_the_vectorised_one_exactly(points, polygon):
+    """Few points against a zone take the plain-float path; many take numpy. Same answers, bit for bit
+    (the same operations in the same order), including points on edges and corners."""
+    import aimass_rules.geometry as g
+
+    pts = np.asarray(points, dtype=np.float64)
+    pts = np.concatenate([pts, np.asarray(polygon, dtype=np.float64)])  # corners: on the boundary
+    saved = g.SMALL_PAIRS
+    try:
+        g.SMALL_PAIRS = 10**9
+        small = g.points_in_polygon(pts, polygon)
+        g.SMALL_PAIRS = -1
+        vectorised = g.points_in_polygon(pts, polygon)
+    finally:
+        g.SMALL_PAIRS = saved
+    assert small.dtype == bool and small.shape == vectorised.shape
+    assert small.tolist() == vectorised.tolist()
