@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DURATION ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: install clickhouse stunnel mosquitto demo test test-unit bench clean stack-up stack-down deploy-up deploy-down deploy-env images
+.PHONY: install clickhouse stunnel mosquitto demo test test-unit bench chaos clean stack-up stack-down deploy-up deploy-down deploy-env images
 
 install: $(VENV)/.installed
 
@@ -68,6 +68,16 @@ chaos: install clickhouse
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The benchmark suite (about 5 minutes on 2 cores): a table, bench/results/bench.json and bench.png.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--only detector --threads 1"; bench/gpu.sh runs it on a GPU.
+BENCH_ARGS ?=
+bench: install clickhouse $(VENV)/.bench-installed
+	$(VENV)/bin/aimass bench $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: requirements-bench.lock $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-bench.lock
+	@touch $@
 
 stack-up: install clickhouse
 	$(VENV)/bin/aimass stack up

@@ -127,6 +127,7 @@ class Worker(str, Enum):
     rules = "rules"
     sink = "sink"
     registry = "registry"
+    bench_noop = "bench-noop"  # counts messages and nothing else: the framework's ceiling (aimass bench)
     all = "all"
 
 
@@ -467,6 +468,36 @@ def demo(duration: float = typer.Option(60.0, "--duration", min=5, help="seconds
     """Start the local stack, run the demo site through the real detector and rules, report, stop."""
     from aimass.demo import run_demo
     raise typer.Exit(run_demo(duration, state_dir or Path(".aimass/demo"), console))
+
+
+@app.command("bench")
+def bench(
+    only: str = typer.Option(",".join(("detector", "rules", "sink", "latency", "scaling")), "--only",
+                             help="comma-separated sections: detector, rules, sink, latency, scaling"),
+    providers: str = typer.Option("", "--providers", help="ONNX Runtime providers, e.g. cuda or tensorrt,cuda; "
+                                  "empty: the best available"),
+    threads: int = typer.Option(0, "--threads", min=0, help="intra-op threads; 0: ONNX Runtime's choice"),
+    max_batch: int = typer.Option(4, "--max-batch", min=1, max=256, help="frames per inference batch"),
+    quick: bool = typer.Option(False, "--quick", help="small workloads: checks the bench runs, figures not reportable"),
+    out: Path = typer.Option(Path("bench/results"), "--out", help="where bench.json and bench.png go"),
+) -> None:
+    """Measure what the stream around the model costs: detector, rules and sink throughput against bare
+    baselines, latency per stage at half capacity, scaling with cameras (on a local stack of its own)."""
+    from aimass.bench import report
+    from aimass.bench.run import BenchOptions, run_bench
+    from aimass.site import SiteFileError, load_site
+
+    _logging("warning")
+    try:
+        site = load_site(Settings().site_file)
+        results = run_bench(site, BenchOptions(only=tuple(s.strip() for s in only.split(",") if s.strip()),
+                                               providers=providers, threads=threads, max_batch=max_batch, quick=quick),
+                            say=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except (ValueError, SiteFileError, RuntimeError) as exc:
+        _fail(str(exc))
+    report.print_tables(results, console)
+    for path in report.write(results, out):
+        console.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ WORKERS = {
     "rules": ("aimass_rules.worker", S.RulesSettings),
     "sink": ("aimass_sink.worker", S.SinkSettings),
     "registry": ("aimass_registry.worker", S.RegistrySettings),
+    "bench-noop": ("aimass.bench.noop", S.Settings),  # the framework's ceiling, for `aimass bench`
 }
 # `aimass run all` starts these; the registry joins them where its HTTP API has a token (it refuses to
 # start without one), and the demo runs only these.

@@ -1,0 +1,110 @@
+"""The bench's servers and workers: one local stack for the whole run, a namespace (topic prefix and
+ClickHouse database) per section so sections never read each other's messages, and worker processes
+started with their Prometheus endpoint on a free port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from aimass import runner, stack
+from aimass.settings import Settings
+from aimass.site import Site
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: subprocess.Popen
+    metrics_port: int
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@dataclass
+class Namespace:
+    """One section's topics and database on the run's stack, and the workers it started."""
+
+    info: stack.StackInfo
+    folder: Path
+    tag: str
+    site_file: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def clickhouse_url(self) -> str:
+        return self.info.clickhouse_url.rsplit("/", 1)[0] + "/" + self.tag
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AIMASS_KAFKA_BOOTSTRAP": self.info.kafka_bootstrap, "AIMASS_CLICKHOUSE_URL": self.clickhouse_url,
+                "AIMASS_TOPIC_PREFIX": f"{self.tag}.", "AIMASS_SITE_FILE": str(self.site_file),
+                "AIMASS_STATE_DIR": str(self.folder / "state"),
+                "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", **self.extra_env}
+
+    def settings(self, cls: type[Settings] = Settings, **kw) -> Settings:
+        return cls(kafka_bootstrap=self.info.kafka_bootstrap, clickhouse_url=self.clickhouse_url,
+                   topic_prefix=f"{self.tag}.", site_file=self.site_file, **kw)
+
+    def start(self, kind: str, env: dict[str, str] | None = None, wait_s: float = 120.0) -> Worker:
+        """Start ``aimass run KIND`` and wait until it has its partitions."""
+        port = free_port()
+        name = f"{kind}-{len(self.workers) + 1}"
+        log = self.folder / f"{name}.log"
+        ready = self.folder / "ready" / name  # each its own: a second detector is ready when it has partitions
+        proc = runner.spawn(kind, log, {**self.env, "AIMASS_METRICS_PORT": str(port), "AIMASS_READY_DIR": str(ready),
+                                        "AIMASS_WORKER_WEB_PORT": str(free_port()), **(env or {})})
+        worker = Worker(name, proc, port, log)
+        self.workers.append(worker)
+        runner.wait_ready(ready, [kind], [proc], wait_s)
+        return worker
+
+    def stop(self) -> None:
+        runner.stop([w.proc for w in self.workers])
+        self.workers.clear()
+
+
+class Fleet:
+    """The local stack of one bench run (its own state folder, torn down at the end)."""
+
+    def __init__(self, folder: Path, site: Site):
+        self.folder = folder
+        self.site = site
+        self.info: stack.StackInfo | None = None
+        self._spaces: list[Namespace] = []
+
+    def __enter__(self) -> "Fleet":
+        self.info = stack.up(self.folder / "stack", migrate=False, topics=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for ns in self._spaces:
+            ns.stop()
+        stack.down(self.folder / "stack")
+
+    def namespace(self, name: str, site: Site | None = None, **extra_env: str) -> Namespace:
+        """Fresh topics and a migrated database for one section; ``site`` replaces the run's site."""
+        tag = f"bench_{name}_{uuid.uuid4().hex[:6]}"
+        folder = self.folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        site_file = folder / "site.yaml"
+        site_file.write_text(yaml.safe_dump((site or self.site).model_dump(mode="json", exclude_none=True),
+                                            sort_keys=False))
+        ns = Namespace(self.info, folder, tag, site_file, dict(extra_env))
+        stack.prepare(ns.settings())
+        self._spaces.append(ns)
+        return ns

@@ -1,0 +1,113 @@
+"""Latency: cameras at real-time pace (half of the detector's measured capacity) through the whole
+stack (detector, rules, sink). Per stage from the stamps each frame carries into ClickHouse; capture ->
+violation as the violations topic delivers it to a consumer here; capture -> row as a poller here
+first sees the frame's row in ClickHouse (polled every 100 ms, so up to that much is the poller's)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+from aimass import contracts
+from aimass.bench import probe, workload
+from aimass.bench.fleet import Fleet, Namespace
+from aimass.clickhouse.client import connect
+from aimass.contracts import Violation
+from aimass.site import Site
+
+STAGES = [  # (name, from stamp column, to stamp column) in the frames table
+    ("gateway -> detector (Kafka)", "sent_ms", "detector_in_ms"),
+    ("decode + wait for the model", "detector_in_ms", "decoded_ms"),
+    ("inference (batch)", "decoded_ms", "inferred_ms"),
+    ("track + produce", "inferred_ms", "detector_out_ms"),
+    ("detector -> sink (Kafka + batch)", "detector_out_ms", "sink_in_ms"),
+    ("capture -> detections", "captured_ms", "detector_out_ms"),
+]
+
+
+@dataclass
+class LatencyOptions:
+    cameras: int = 4
+    seconds: float = 30.0
+    fps_per_camera: float | None = None  # None: half the capacity, spread over the cameras
+
+
+class _RowWatch:
+    """When each frame's row is first seen in ClickHouse (capture -> row)."""
+
+    def __init__(self, ns: Namespace, interval_s: float = 0.1):
+        self.url, self.interval_s = ns.clickhouse_url, interval_s
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_RowWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        client = connect(self.url)
+        seen: set[tuple[str, int]] = set()
+        since = contracts.now_ms()
+        try:
+            while not self._stop.wait(self.interval_s):
+                rows = client.execute(f"SELECT camera_id, seq, captured_ms FROM frames WHERE captured_ms >= {since}")
+                now = contracts.now_ms()
+                for cam, seq, captured in rows:
+                    if (cam, seq) not in seen:
+                        seen.add((cam, seq))
+                        self.latencies.append(now - captured)
+        finally:
+            client.disconnect()
+
+
+def stage_latencies(ns: Namespace) -> dict[str, dict[str, float]]:
+    client = connect(ns.clickhouse_url)
+    try:
+        cols = sorted({c for _, a, b in STAGES for c in (a, b)})
+        rows = client.execute(f"SELECT {', '.join(cols)} FROM frames FINAL")
+    finally:
+        client.disconnect()
+    idx = {c: i for i, c in enumerate(cols)}
+    out = {}
+    for name, a, b in STAGES:
+        values = [r[idx[b]] - r[idx[a]] for r in rows if r[idx[a]] > 0 and r[idx[b]] > 0]
+        out[name] = probe.percentiles(values)
+    return out
+
+
+def run(fleet: Fleet, opts: LatencyOptions, capacity_fps: float, site: Site | None = None) -> dict:
+    site = site or fleet.site
+    cams = workload.cameras(site, opts.cameras)
+    fps = opts.fps_per_camera or max(0.2, capacity_fps / 2 / opts.cameras)
+    frames = workload.render(cams, 100)  # 20 s of each scene: its scripted incidents happen
+    ns = fleet.namespace("latency", site=site.model_copy(update={"cameras": cams}))
+    for kind in ("sink", "rules", "detector"):
+        ns.start(kind)
+    violations: list[float] = []
+
+    def on_violation(t: float, value: bytes) -> None:
+        v = contracts.decode(value, Violation)
+        if v.source_seq >= 0 and v.stamps.get("captured"):  # raised by a frame, not a clock tick
+            violations.append(t - v.stamps["captured"])
+
+    with probe.TopicWatch(ns.settings(), contracts.TOPIC_VIOLATIONS, on_violation), _RowWatch(ns) as rows:
+        sent = asyncio.run(workload.paced_cameras(ns.settings(), frames, fps, opts.seconds, site.site.id))
+        end = time.monotonic() + 30
+        while len(rows.latencies) < sent and time.monotonic() < end:
+            time.sleep(0.2)  # the poller's own pace; bounded by the deadline
+    detector = next(w for w in ns.workers if w.name.startswith("detector"))
+    rss = probe.rss_mb(detector.proc.pid)
+    ns.stop()
+    return {"cameras": opts.cameras, "fps_per_camera": round(fps, 2), "offered_fps": round(fps * opts.cameras, 1),
+            "capacity_fps": round(capacity_fps, 1), "seconds": opts.seconds, "frames_sent": sent,
+            "frames_in_clickhouse": len(rows.latencies), "detector_rss_mb": round(rss, 1),
+            "stages_ms": stage_latencies(ns),
+            "capture_to_violation_ms": {**probe.percentiles(violations), "n": len(violations)},
+            "capture_to_row_ms": {**probe.percentiles(rows.latencies), "n": len(rows.latencies)}}

@@ -1,0 +1,174 @@
+"""What the bench reads from the running workers: counter rates from their Prometheus endpoints,
+process memory, GPU utilisation, and percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from aimass.contracts import now_ms
+from aimass.kafka import client_options
+from aimass.settings import Settings
+
+
+def counter(port: int, name: str) -> float:
+    """The sum over all label sets of counter ``name`` (without ``_total``) at ``localhost:port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            total += sum(s.value for s in family.samples if s.name == f"{name}_total")
+    return total
+
+
+@dataclass
+class Rate:
+    """A counter's rate in its steady state: between the times it crossed ``lo`` and ``hi`` of its
+    target (start-up and the last stragglers left out)."""
+
+    per_s: float
+    window_s: float
+    samples: list[tuple[float, float]] = field(repr=False, default_factory=list)
+
+
+def steady_rate(read: Callable[[], float], target: float, deadline_s: float, lo: float = 0.1, hi: float = 0.9,
+                interval_s: float = 0.25, alive: Callable[[], bool] = lambda: True) -> Rate:
+    """Poll ``read`` until it reaches ``target`` (or ``hi`` of it, then a little longer); the rate between
+    the interpolated crossing times of ``lo*target`` and ``hi*target``. Raises if the deadline passes or
+    ``alive`` turns false first."""
+    samples: list[tuple[float, float]] = []
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not alive():
+            raise RuntimeError("the measured worker exited; see its log under the bench results folder")
+        try:
+            samples.append((time.monotonic(), read()))
+        except OSError:
+            pass  # the endpoint is not up yet
+        if samples and samples[-1][1] >= target:
+            break
+        time.sleep(interval_s)
+    else:
+        got = samples[-1][1] if samples else 0
+        raise RuntimeError(f"only {got:.0f} of {target:.0f} processed after {deadline_s:.0f} s")
+    return rate_between(samples, target, lo, hi)
+
+
+def rate_between(samples: Sequence[tuple[float, float]], target: float, lo: float = 0.1, hi: float = 0.9) -> Rate:
+    """The rate of (time, count) ``samples`` between the interpolated times they crossed ``lo*target``
+    and ``hi*target``."""
+    t_lo, t_hi = crossing(samples, lo * target), crossing(samples, hi * target)
+    window = max(t_hi - t_lo, 1e-6)
+    return Rate((hi - lo) * target / window, window, list(samples))
+
+
+def crossing(samples: Sequence[tuple[float, float]], level: float) -> float:
+    for (t0, v0), (t1, v1) in zip(samples, samples[1:]):
+        if v0 < level <= v1:
+            return t0 + (t1 - t0) * (level - v0) / (v1 - v0)
+    return samples[0][0] if samples[0][1] >= level else samples[-1][0]
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
+    if len(values) == 0:
+        return {f"p{q:g}": float("nan") for q in qs}
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q:g}": round(float(np.percentile(arr, q)), 1) for q in qs}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class GpuSampler:
+    """Samples GPU utilisation and memory with nvidia-smi every ``interval_s`` while running (a no-op
+    where there is no NVIDIA GPU)."""
+
+    def __init__(self, interval_s: float = 0.5):
+        self.available = shutil.which("nvidia-smi") is not None
+        self.interval_s = interval_s
+        self.util: list[float] = []
+        self.mem_mb: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "GpuSampler":
+        if self.available:
+            self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                util, mem = out.stdout.splitlines()[0].split(",")[:2]
+                self.util.append(float(util))
+                self.mem_mb.append(float(mem))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                continue
+
+    def summary(self) -> dict | None:
+        if not self.util:
+            return None
+        return {"gpu_util_mean_pct": round(float(np.mean(self.util)), 1), "gpu_util_max_pct": max(self.util),
+                "gpu_mem_max_mb": max(self.mem_mb)}
+
+
+class TopicWatch:
+    """A consumer on its own thread, from the topic's end: each message that arrives after the watch
+    started goes to ``on_message(arrival epoch ms, value)``."""
+
+    def __init__(self, settings: Settings, topic: str, on_message: Callable[[float, bytes], None]):
+        self.settings, self.topic, self.on_message = settings, settings.topic(topic), on_message
+        self._stop, self._ready = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name=f"watch-{topic}", daemon=True)
+
+    def __enter__(self) -> "TopicWatch":
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError(f"could not start a consumer on {self.topic}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    async def _run(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                                    auto_offset_reset="latest", fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                                    **client_options(s))
+        await consumer.start()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100)
+                t = now_ms()
+                for records in batches.values():
+                    for r in records:
+                        self.on_message(t, r.value)
+        finally:
+            await consumer.stop()

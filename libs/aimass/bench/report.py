@@ -1,0 +1,131 @@
+"""The bench's results as a table on the terminal, bench.json and bench.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ok(value: float | None, goal: float) -> str:
+    if value is None:
+        return "-"
+    return "[green]met[/]" if value >= goal else "[red]not met[/]"
+
+
+def tables(results: dict) -> list[Table]:
+    out = []
+    t = Table(title="Ratios (measured in this run)")
+    for col in ("what", "through the product", "baseline", "ratio", "goal", ""):
+        t.add_column(col)
+    if d := results.get("detector"):
+        t.add_row("detector frames/s", f"{d['pipeline_fps']}", f"{d['bare_session_fps']} (bare ONNX Runtime)",
+                  f"{d['efficiency']}", f"≥ {d['goal']}", _ok(d["efficiency"], d["goal"]))
+    if r := results.get("rules"):
+        t.add_row("rules messages/s", f"{r['worker_msgs_per_s']}", f"{r['raw_msgs_per_s']} (raw aiokafka)",
+                  f"{r['ratio']}", f"≥ {r['goal']}", _ok(r["ratio"], r["goal"]))
+        t.add_row("rules messages/s", f"{r['worker_msgs_per_s']}", "20000 per worker", "", "≥ 20000",
+                  _ok(r["worker_msgs_per_s"], r["goal_msgs_per_s"]))
+        t.add_row("  (Faust, doing nothing)", f"{r['faust_noop_msgs_per_s']}", f"{r['raw_msgs_per_s']} (raw aiokafka)",
+                  f"{round(r['faust_noop_msgs_per_s'] / r['raw_msgs_per_s'], 3)}", "", "")
+    if s := results.get("sink"):
+        t.add_row("sink rows/s", f"{s['sink_rows_per_s']}", f"{s['raw_rows_per_s']} (raw clickhouse-driver)",
+                  f"{s['ratio']}", f"≥ {s['goal']}", _ok(s["ratio"], s["goal"]))
+    out.append(t)
+    if lat := results.get("latency"):
+        t = Table(title=f"Latency, ms ({lat['cameras']} cameras at {lat['fps_per_camera']} fps = half of "
+                        f"{lat['capacity_fps']} frames/s)")
+        for col in ("stage", "p50", "p95", "p99"):
+            t.add_column(col)
+        rows = [*lat["stages_ms"].items(), ("capture -> violation on Kafka", lat["capture_to_violation_ms"]),
+                ("capture -> row in ClickHouse", lat["capture_to_row_ms"])]
+        for name, p in rows:
+            t.add_row(name, *(f"{p[k]}" for k in ("p50", "p95", "p99")))
+        out.append(t)
+    if sc := results.get("scaling"):
+        t = Table(title=f"Scaling: one detector worker, {sc['fps_per_camera']} fps per camera")
+        for col in ("cameras", "offered fps", "detected fps", "p50 ms", "p95 ms", "RSS MiB", "MiB per camera"):
+            t.add_column(col)
+        for st in sc["steps"]:
+            t.add_row(str(st["cameras"]), str(st["offered_fps"]), str(st["detected_fps"]), str(st["latency_ms"]["p50"]),
+                      str(st["latency_ms"]["p95"]), str(st["rss_mb"]), str(st["rss_per_camera_mb"]))
+        w = sc["workers"]
+        t.caption = (f"backlog drained by 1 detector ({w['threads_each'][0]} threads): {w['one_worker_fps']} frames/s; "
+                     f"by 2 ({w['threads_each'][1]} threads each): {w['two_workers_fps']} frames/s "
+                     f"(x{w['two_over_one']})")
+        out.append(t)
+    return out
+
+
+def print_tables(results: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    for t in tables(results):
+        console.print(t)
+
+
+def write(results: dict, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "bench.json"]
+    written[0].write_text(json.dumps(results, indent=2))
+    png = chart(results, folder / "bench.png")
+    return written + ([png] if png else [])
+
+
+def chart(results: dict, path: Path) -> Path | None:
+    """Four panels: ratios against goals, latency by stage, scaling, memory per camera. None when
+    matplotlib is not installed (`make bench` installs it)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes[0][0]
+    ratios = [(k, v) for k, v in (("detector", results.get("detector", {}).get("efficiency")),
+                                  ("rules", results.get("rules", {}).get("ratio")),
+                                  ("sink", results.get("sink", {}).get("ratio"))) if v is not None]
+    goals = {"detector": 0.85, "rules": 0.5, "sink": 0.8}
+    if ratios:
+        ax.bar([k for k, _ in ratios], [v for _, v in ratios], color="#4477aa")
+        ax.scatter([k for k, _ in ratios], [goals[k] for k, _ in ratios], color="#cc3311", marker="_", s=900,
+                   label="goal", zorder=3)
+        ax.legend()
+    ax.set_title("throughput through the product / baseline")
+    ax = axes[0][1]
+    if lat := results.get("latency"):
+        stages = [*lat["stages_ms"].items(), ("capture->violation", lat["capture_to_violation_ms"]),
+                  ("capture->row", lat["capture_to_row_ms"])]
+        y = range(len(stages))
+        for i, (q, colour) in enumerate((("p50", "#4477aa"), ("p95", "#ee7733"), ("p99", "#cc3311"))):
+            ax.barh([v + i * 0.27 for v in y], [s[1][q] for s in stages], height=0.27, label=q, color=colour)
+        ax.set_yticks([v + 0.27 for v in y], [s[0] for s in stages], fontsize=8)
+        ax.set_xlabel("ms")
+        ax.legend()
+    ax.set_title("latency by stage")
+    sc = results.get("scaling")
+    ax = axes[1][0]
+    if sc:
+        n = [s["cameras"] for s in sc["steps"]]
+        ax.plot(n, [s["offered_fps"] for s in sc["steps"]], "--", color="grey", label="offered frames/s")
+        ax.plot(n, [s["detected_fps"] for s in sc["steps"]], "o-", color="#4477aa", label="detected frames/s")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("cameras")
+        ax2 = ax.twinx()
+        ax2.plot(n, [s["latency_ms"]["p95"] for s in sc["steps"]], "s-", color="#cc3311", label="p95 latency ms")
+        ax2.set_ylabel("ms")
+        ax.legend(loc="upper left")
+        ax2.legend(loc="lower right")
+    ax.set_title("scaling: one detector worker")
+    ax = axes[1][1]
+    if sc:
+        ax.bar([str(s["cameras"]) for s in sc["steps"]], [s["rss_mb"] for s in sc["steps"]], color="#4477aa")
+        ax.set_xlabel("cameras")
+        ax.set_ylabel("detector RSS MiB")
+    ax.set_title("memory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,76 @@
+"""Rules throughput: detection messages/s through a rules worker (every rule of the site evaluated,
+tracks and incidents kept, state stored, violations produced), divided by a raw aiokafka consumer
+reading the same messages without decoding them. Both drain the same backlog in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from aimass import contracts
+from aimass.bench import probe, workload
+from aimass.bench.fleet import Fleet
+from aimass.kafka import client_options
+from aimass.settings import Settings
+
+
+@dataclass
+class RulesOptions:
+    per_camera: int = 15000
+    cameras: int = 4
+    objects: int = 3
+
+
+async def raw_consume(settings: Settings, topic: str, expected: int, deadline_s: float = 120.0) -> float:
+    """Seconds for a plain aiokafka consumer to read ``expected`` messages of ``topic`` from the start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                                max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
+                                **client_options(settings))
+    await consumer.start()
+    try:
+        name = settings.topic(topic)
+        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got, t0, end = 0, time.perf_counter(), time.monotonic() + deadline_s
+        while got < expected and time.monotonic() < end:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10000)
+            got += sum(len(v) for v in batches.values())
+        if got < expected:
+            raise RuntimeError(f"the raw consumer read {got} of {expected} messages of {name}")
+        return time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+
+
+def run(fleet: Fleet, opts: RulesOptions) -> dict:
+    site = fleet.site
+    cams = workload.cameras(site, opts.cameras)
+    ns = fleet.namespace("rules", site=site.model_copy(update={"cameras": cams}))
+    settings = ns.settings()
+    messages = workload.detection_messages([c.id for c in cams], opts.per_camera, opts.objects, site_id=site.site.id)
+    asyncio.run(workload.produce(settings, contracts.TOPIC_DETECTIONS, messages))
+    n = len(messages)
+    raw_before = asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
+    w = ns.start("rules")
+    rate = probe.steady_rate(lambda: probe.counter(w.metrics_port, "aimass_rule_evaluations"), n, 300, alive=w.alive)
+    violations = probe.counter(w.metrics_port, "aimass_violation_events")
+    rss = probe.rss_mb(w.proc.pid)
+    ns.stop()
+    # The framework's ceiling: the same Faust set-up consuming the same messages and doing nothing.
+    noop = ns.start("bench-noop")
+    ceiling = probe.steady_rate(lambda: probe.counter(noop.metrics_port, "aimass_bench_noop_messages"), n, 300,
+                                alive=noop.alive)
+    ns.stop()
+    raw_after = asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
+    raw_rate = n / ((raw_before + raw_after) / 2)
+    return {"messages": n, "objects_per_message": opts.objects, "rules": len(site.rules),
+            "violation_events": int(violations), "worker_msgs_per_s": round(rate.per_s),
+            "raw_msgs_per_s": round(raw_rate), "ratio": round(rate.per_s / raw_rate, 3),
+            "faust_noop_msgs_per_s": round(ceiling.per_s), "ratio_to_faust_noop": round(rate.per_s / ceiling.per_s, 3),
+            "worker_rss_mb": round(rss, 1), "goal": 0.5, "goal_msgs_per_s": 20000}

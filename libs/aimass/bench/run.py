@@ -1,0 +1,74 @@
+"""The bench's sections in order on one local stack, each reporting progress as it goes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aimass import contracts
+from aimass.bench import detector, latency, rules, scaling, sink
+from aimass.bench.fleet import Fleet
+from aimass.site import Site
+
+SECTIONS = ("detector", "rules", "sink", "latency", "scaling")
+
+
+@dataclass
+class BenchOptions:
+    only: tuple[str, ...] = SECTIONS
+    providers: str = ""
+    threads: int = 0
+    max_batch: int = 4
+    quick: bool = False  # smaller workloads: a smoke run, not figures to report
+
+
+def machine() -> dict:
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
+            "providers_available": ort.get_available_providers(), "gpu": shutil.which("nvidia-smi") is not None}
+
+
+def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print) -> dict:
+    unknown = set(opts.only) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown bench sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    det = detector.DetectorOptions(frames_per_camera=15 if opts.quick else 60, providers=opts.providers,
+                                   threads=opts.threads, max_batch=opts.max_batch)
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+                     "options": {k: v for k, v in opts.__dict__.items()}}
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="aimass-bench-") as tmp, Fleet(Path(tmp), site) as fleet:
+        def section(name: str, fn):
+            if name not in opts.only:
+                return
+            say(f"bench: {name} ...")
+            t = time.monotonic()
+            results[name] = fn()
+            say(f"bench: {name} done in {time.monotonic() - t:.0f} s")
+
+        section("detector", lambda: detector.run(fleet, det))
+        section("rules", lambda: rules.run(fleet, rules.RulesOptions(per_camera=2000 if opts.quick else 10000)))
+        section("sink", lambda: sink.run(fleet, sink.SinkOptions(per_camera=1000 if opts.quick else 5000)))
+        capacity = results.get("detector", {}).get("pipeline_fps") or 20.0
+        section("latency", lambda: latency.run(fleet, latency.LatencyOptions(seconds=8 if opts.quick else 30),
+                                               capacity))
+        section("scaling", lambda: scaling.run(fleet, scaling.ScalingOptions(
+            steps=(1, 2) if opts.quick else (1, 2, 4, 8, 16), seconds=5 if opts.quick else 12,
+            detector=detector.DetectorOptions(frames_per_camera=10 if opts.quick else 40, providers=opts.providers,
+                                              threads=opts.threads, max_batch=opts.max_batch))))
+    results["seconds"] = round(time.monotonic() - t0)
+    results["finished_ms"] = contracts.now_ms()
+    return results

@@ -1,0 +1,76 @@
+"""Scaling: 1, 2, 4, 8, 16 cameras at a fixed real-time pace into one detector worker: detected frames/s,
+capture -> detections latency and the worker's memory per camera at each step; then one against two
+detector workers draining the same backlog (the second splits the frames topic's partitions)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+from aimass import contracts
+from aimass.bench import probe, workload
+from aimass.bench.detector import DetectorOptions, drain
+from aimass.bench.fleet import Fleet
+from aimass.contracts import Detections
+
+
+@dataclass
+class ScalingOptions:
+    steps: tuple[int, ...] = (1, 2, 4, 8, 16)
+    fps_per_camera: float = 2.0
+    seconds: float = 12.0
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+
+
+def cameras_step(fleet: Fleet, opts: ScalingOptions) -> list[dict]:
+    cams = workload.cameras(fleet.site, max(opts.steps))
+    frames = workload.render(cams, 20)
+    ns = fleet.namespace("scaling", site=fleet.site.model_copy(update={"cameras": cams}))
+    d = opts.detector
+    worker = ns.start("detector", {"AIMASS_MAX_BATCH": str(d.max_batch), "AIMASS_THREADS": str(d.threads),
+                                   "AIMASS_PROVIDERS": d.providers})
+    idle_rss = probe.rss_mb(worker.proc.pid)
+    out = []
+    arrivals: list[tuple[float, float]] = []  # (arrival ms, capture -> arrival ms) of each detections message
+    with probe.TopicWatch(ns.settings(), contracts.TOPIC_DETECTIONS,
+                          lambda t, v: arrivals.append((t, t - contracts.decode(v, Detections).captured_ms))):
+        for n in opts.steps:
+            subset = {c.id: frames[c.id] for c in cams[:n]}
+            first = len(arrivals)
+            t0 = contracts.now_ms()
+            sent = asyncio.run(workload.paced_cameras(ns.settings(), subset, opts.fps_per_camera, opts.seconds,
+                                                      fleet.site.site.id))
+            end = time.monotonic() + 60
+            while len(arrivals) - first < sent and time.monotonic() < end and worker.alive():
+                time.sleep(0.1)  # the backlog of this step drains before the next starts (bounded)
+            got = arrivals[first:]
+            in_window = [a for a, _ in got if a <= t0 + opts.seconds * 1000]
+            rss = probe.rss_mb(worker.proc.pid)
+            out.append({"cameras": n, "offered_fps": round(n * opts.fps_per_camera, 1),
+                        "detected_fps": round(len(in_window) / opts.seconds, 1), "frames_sent": sent,
+                        "frames_detected": len(got), "latency_ms": probe.percentiles([lat for _, lat in got]),
+                        "rss_mb": round(rss, 1), "rss_per_camera_mb": round((rss - idle_rss) / n, 2)})
+    ns.stop()
+    return out
+
+
+def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
+    """One detector with every core against two with half each, draining the same backlog."""
+    d = opts.detector
+    cams = workload.cameras(fleet.site, d.cameras)
+    ordered = workload.interleave(workload.render(cams, d.frames_per_camera))
+    cores = os.cpu_count() or 2
+    one, _, _ = drain(fleet, "one_detector", cams, ordered, DetectorOptions(**{**d.__dict__, "threads": d.threads or cores}),
+                      join_first=True)
+    half = max(1, (d.threads or cores) // 2)
+    two, _, _ = drain(fleet, "two_detectors", cams, ordered, DetectorOptions(**{**d.__dict__, "threads": half}), workers=2,
+                      join_first=True)
+    return {"one_worker_fps": round(one.per_s, 1), "two_workers_fps": round(two.per_s, 1),
+            "two_over_one": round(two.per_s / one.per_s, 3), "threads_each": [d.threads or cores, half]}
+
+
+def run(fleet: Fleet, opts: ScalingOptions) -> dict:
+    return {"fps_per_camera": opts.fps_per_camera, "seconds_per_step": opts.seconds,
+            "steps": cameras_step(fleet, opts), "workers": workers_step(fleet, opts)}

@@ -1,0 +1,67 @@
+"""Sink throughput: rows/s from the detections topic into ClickHouse through the sink worker (decode,
+row mapping, batched inserts, offsets committed after them), divided by raw clickhouse-driver batch
+inserts of the same rows, built beforehand, in batches of the sink's size. Both in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aimass import contracts
+from aimass.bench import probe, workload
+from aimass.bench.fleet import Fleet
+from aimass.clickhouse.client import connect, insert
+from aimass.clickhouse.schema import COLUMNS
+from aimass.contracts import Detections
+from aimass.settings import SinkSettings
+
+
+@dataclass
+class SinkOptions:
+    per_camera: int = 5000
+    cameras: int = 4
+    objects: int = 3
+
+
+def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: int) -> tuple[int, float]:
+    """(rows, seconds) for clickhouse-driver to insert the sink's rows of ``messages`` in batches of
+    ``batch_messages`` messages, table by table as the sink does; rows built before the clock starts."""
+    from aimass_sink import rows as R
+
+    decoded = [contracts.decode(v, Detections) for _, v in messages]
+    batches = []
+    for i in range(0, len(decoded), batch_messages):
+        part = decoded[i:i + batch_messages]
+        batches.append((("frames", [R.frame_row(d, 0.0) for d in part]),
+                        ("detections", [r for d in part for r in R.detection_rows(d)])))
+    client = connect(url)
+    try:
+        t = time.perf_counter()
+        for tables in batches:
+            for table, rows in tables:
+                insert(client, table, COLUMNS[table], rows)
+        seconds = time.perf_counter() - t
+    finally:
+        client.disconnect()
+    return sum(len(rows) for tables in batches for _, rows in tables), seconds
+
+
+def run(fleet: Fleet, opts: SinkOptions) -> dict:
+    site = fleet.site
+    cams = workload.cameras(site, opts.cameras)
+    ns = fleet.namespace("sink", site=site.model_copy(update={"cameras": cams}))
+    settings = ns.settings(SinkSettings)
+    messages = workload.detection_messages([c.id for c in cams], opts.per_camera, opts.objects, site_id=site.site.id)
+    asyncio.run(workload.produce(settings, contracts.TOPIC_DETECTIONS, messages))
+    raw_ns = fleet.namespace("sink_raw")  # its own tables: the sink's replacing merges see only its rows
+    rows, raw_before = raw_insert(raw_ns.clickhouse_url, messages, settings.batch_rows)
+    w = ns.start("sink")
+    rate = probe.steady_rate(lambda: probe.counter(w.metrics_port, "aimass_sink_rows"), rows, 300, alive=w.alive)
+    rss = probe.rss_mb(w.proc.pid)
+    ns.stop()
+    _, raw_after = raw_insert(raw_ns.clickhouse_url, messages, settings.batch_rows)
+    raw_rate = rows / ((raw_before + raw_after) / 2)
+    return {"messages": len(messages), "rows": rows, "batch_messages": settings.batch_rows,
+            "sink_rows_per_s": round(rate.per_s), "raw_rows_per_s": round(raw_rate),
+            "ratio": round(rate.per_s / raw_rate, 3), "worker_rss_mb": round(rss, 1), "goal": 0.8}

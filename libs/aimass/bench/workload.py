@@ -1,0 +1,145 @@
+"""What the bench feeds the pipeline: encoded frames of the demo scenes, detection messages with moving
+objects, and cameras paced in real time. Everything is generated up front, so producing it costs the
+measured workers nothing but the broker's time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from aimass import contracts
+from aimass.contracts import DetectedObject, Detections, Frame
+from aimass.kafka import client_options
+from aimass.settings import Settings
+from aimass.site import Camera, Site
+
+SITE_ID = "bench"
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    camera_id: str
+    width: int
+    height: int
+    jpeg: bytes
+
+
+def cameras(site: Site, n: int) -> list[Camera]:
+    """``n`` scripted cameras: the site's own, then copies of them under new ids (cam-gate-2, ...)."""
+    scripted = [c for c in site.cameras if c.scene is not None]
+    out = []
+    for i in range(n):
+        base = scripted[i % len(scripted)]
+        copy = i // len(scripted)
+        out.append(base if copy == 0 else base.model_copy(update={"id": f"{base.id}-{copy + 1}"}))
+    return out
+
+
+def render(cams: Sequence[Camera], frames_per_camera: int, fps: float = 5.0, quality: int = 80) -> dict[str, list[EncodedFrame]]:
+    """Each camera's scene at ``fps`` for ``frames_per_camera`` frames, JPEG-encoded as the gateway does."""
+    from aimass_gateway.producer import encode_jpeg
+    from aimass_gateway.scene import SceneRenderer
+
+    out: dict[str, list[EncodedFrame]] = {}
+    for cam in cams:
+        renderer = SceneRenderer(cam)
+        frames = []
+        for k in range(frames_per_camera):
+            image, _ = renderer.render(k / fps)
+            frames.append(EncodedFrame(cam.id, image.shape[1], image.shape[0], encode_jpeg(image, quality)))
+        out[cam.id] = frames
+    return out
+
+
+def interleave(frames: dict[str, list[EncodedFrame]]) -> list[tuple[int, EncodedFrame]]:
+    """(seq, frame) in the order a gateway sends them: round robin over cameras."""
+    longest = max(len(v) for v in frames.values())
+    return [(k, v[k]) for k in range(longest) for v in frames.values() if k < len(v)]
+
+
+def frame_message(f: EncodedFrame, seq: int, captured_ms: float, site_id: str = SITE_ID) -> bytes:
+    return contracts.encode(Frame(site_id=site_id, camera_id=f.camera_id, seq=seq, captured_ms=captured_ms,
+                                  width=f.width, height=f.height, jpeg=f.jpeg,
+                                  stamps={"captured": captured_ms, "sent": contracts.now_ms()}))
+
+
+def detection_messages(camera_ids: Sequence[str], per_camera: int, objects: int = 3, fps: float = 5.0,
+                       site_id: str = SITE_ID, seed: int = 0) -> list[tuple[bytes, bytes]]:
+    """(key, value) detection messages as the detector sends them: ``objects`` tracked objects per
+    frame walking across each camera's view (so zones, lines and dwell rules have work to do)."""
+    rng = random.Random(seed)
+    t0 = contracts.now_ms() - per_camera / fps * 1000  # in the recent past: nothing is stale
+    out = []
+    starts = {c: [(rng.random(), rng.random(), rng.uniform(-0.02, 0.02), rng.uniform(-0.01, 0.01))
+                  for _ in range(objects)] for c in camera_ids}
+    for k in range(per_camera):
+        t = t0 + k * 1000 / fps
+        for cam in camera_ids:
+            objs = []
+            for j, (x, y, vx, vy) in enumerate(starts[cam]):
+                cx, cy = (x + vx * k) % 1.0, (y + vy * k) % 1.0
+                objs.append(DetectedObject("person" if j % 3 else "vehicle", 0 if j % 3 else 2, 0.8,
+                                           max(0.0, cx - 0.05), max(0.0, cy - 0.1), min(1.0, cx + 0.05),
+                                           min(1.0, cy + 0.1), track_id=1000 * (j + 1)))
+            d = Detections(site_id=site_id, camera_id=cam, seq=k, captured_ms=t, width=512, height=384,
+                           jpeg_bytes=30000, model_name="bench", model_version="1", objects=objs, batch_size=4,
+                           stamps={"captured": t, "sent": t + 5, "detector_in": t + 10, "decoded": t + 12,
+                                   "inferred": t + 30, "detector_out": t + 31})
+            out.append((cam.encode(), contracts.encode(d)))
+    return out
+
+
+async def produce(settings: Settings, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> float:
+    """Send ``messages`` (key, value) to ``topic`` as fast as the broker takes them; returns seconds."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
+                                max_request_size=settings.kafka_max_request_bytes, **client_options(settings))
+    await producer.start()
+    t = time.perf_counter()
+    try:
+        pending = []
+        for key, value in messages:
+            pending.append(await producer.send(settings.topic(topic), value=value, key=key))
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t
+
+
+async def paced_cameras(settings: Settings, frames: dict[str, list[EncodedFrame]], fps: float, seconds: float,
+                        site_id: str = SITE_ID) -> int:
+    """Send each camera's frames (looped) at ``fps`` for ``seconds``, stamped with the capture time
+    they are sent at, as a live gateway would; returns the frames sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0,
+                                max_request_size=settings.kafka_max_request_bytes, **client_options(settings))
+    await producer.start()
+    sent = 0
+    try:
+        async def camera(cam_id: str, offset: float) -> None:
+            nonlocal sent
+            loop = asyncio.get_running_loop()
+            start = loop.time() + offset
+            k = 0
+            while k / fps < seconds:
+                delay = start + k / fps - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the camera's own frame clock, not a readiness wait
+                f = frames[cam_id][k % len(frames[cam_id])]
+                await producer.send(settings.topic(contracts.TOPIC_FRAMES), key=cam_id.encode(),
+                                    value=frame_message(f, k, contracts.now_ms(), site_id))
+                sent += 1
+                k += 1
+        ids = list(frames)
+        await asyncio.gather(*[camera(c, i / fps / len(ids)) for i, c in enumerate(ids)])
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent

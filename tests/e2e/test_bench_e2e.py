@@ -1,0 +1,24 @@
+"""`aimass bench` runs end to end (its quick form: small workloads, so the figures mean nothing here; the
+speed goals are judged by `make bench`, never by a test)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimass.bench.run import BenchOptions, run_bench
+from aimass.settings import DEFAULT_SITE_FILE
+from aimass.site import load_site
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_bench_measures_every_ratio_against_its_baseline():
+    results = run_bench(load_site(DEFAULT_SITE_FILE), BenchOptions(only=("detector", "rules", "sink"), quick=True),
+                        say=lambda _: None)
+    d, r, s = results["detector"], results["rules"], results["sink"]
+    assert d["frames"] == 60 and d["pipeline_fps"] > 0 and d["bare_session_fps"] > 0
+    assert 0 < d["efficiency"] < 3
+    assert r["messages"] == 8000 and r["worker_msgs_per_s"] > 0 and r["raw_msgs_per_s"] > 0
+    assert r["violation_events"] > 0  # the generated walkers cross the demo's zones and lines
+    assert s["rows"] == 4000 * 4 and 0 < s["ratio"] < 3
+    assert results["machine"]["cores"] >= 1

@@ -1,0 +1,108 @@
+"""The bench's own logic: rates from counter samples, percentiles, generated workloads, the report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aimass import contracts
+from aimass.bench import probe, report, workload
+from aimass.contracts import Detections
+from aimass.settings import DEFAULT_SITE_FILE
+from aimass.site import load_site
+
+
+def test_crossing_interpolates_between_samples():
+    samples = [(0.0, 0.0), (1.0, 100.0), (2.0, 300.0)]
+    assert probe.crossing(samples, 50.0) == pytest.approx(0.5)
+    assert probe.crossing(samples, 200.0) == pytest.approx(1.5)
+    assert probe.crossing(samples, 0.0) == 0.0  # reached at the first sample
+
+
+def test_rate_between_leaves_out_start_up_and_stragglers():
+    # Nothing for 5 s (start-up), then 100/s for 10 s, then a slow tail: the steady rate is 100/s.
+    samples = [(t, 0.0) for t in range(6)] + [(5.0 + k, 100.0 * k) for k in range(1, 11)] + [(30.0, 1000.0)]
+    rate = probe.rate_between(samples, 1000.0, lo=0.1, hi=0.9)
+    assert rate.per_s == pytest.approx(100.0)
+    assert rate.window_s == pytest.approx(8.0)
+
+
+def test_steady_rate_fails_when_the_worker_dies():
+    with pytest.raises(RuntimeError, match="exited"):
+        probe.steady_rate(lambda: 0.0, 10, deadline_s=5, alive=lambda: False)
+
+
+def test_percentiles():
+    p = probe.percentiles(list(range(1, 101)))
+    assert p["p50"] == pytest.approx(50.5)
+    assert p["p99"] == pytest.approx(99.0, abs=0.1)
+    assert all(math.isnan(v) for v in probe.percentiles([]).values())
+
+
+def test_cameras_beyond_the_site_are_copies_with_their_own_ids():
+    site = load_site(DEFAULT_SITE_FILE)
+    cams = workload.cameras(site, 9)
+    assert len(cams) == 9
+    assert len({c.id for c in cams}) == 9
+    scripted = [c for c in site.cameras if c.scene is not None]
+    assert cams[len(scripted)].scene == scripted[0].scene
+
+
+def test_detection_messages_are_valid_contracts_in_camera_order():
+    msgs = workload.detection_messages(["a", "b"], per_camera=5, objects=3, site_id="s")
+    assert len(msgs) == 10
+    decoded = [contracts.decode(v, Detections) for _, v in msgs]
+    assert [d.camera_id for d in decoded[:4]] == ["a", "b", "a", "b"]
+    assert all(len(d.objects) == 3 and d.site_id == "s" for d in decoded)
+    for cam in ("a", "b"):
+        times = [d.captured_ms for d in decoded if d.camera_id == cam]
+        assert times == sorted(times) and [d.seq for d in decoded if d.camera_id == cam] == list(range(5))
+    assert all(0.0 <= o.x1 <= o.x2 <= 1.0 and 0.0 <= o.y1 <= o.y2 <= 1.0 for d in decoded for o in d.objects)
+
+
+def test_interleave_round_robins_cameras():
+    frames = {"a": ["a0", "a1"], "b": ["b0"]}
+    assert workload.interleave(frames) == [(0, "a0"), (0, "b0"), (1, "a1")]
+
+
+RESULTS = {
+    "detector": {"pipeline_fps": 38.0, "bare_session_fps": 50.0, "efficiency": 0.76, "goal": 0.85},
+    "rules": {"worker_msgs_per_s": 1000, "raw_msgs_per_s": 150000, "ratio": 0.007, "goal": 0.5,
+              "goal_msgs_per_s": 20000, "faust_noop_msgs_per_s": 6000},
+    "sink": {"sink_rows_per_s": 90000, "raw_rows_per_s": 100000, "ratio": 0.9, "goal": 0.8},
+    "latency": {"cameras": 4, "fps_per_camera": 4.8, "capacity_fps": 38.0,
+                "stages_ms": {"decode": {"p50": 2.0, "p95": 3.0, "p99": 4.0}},
+                "capture_to_violation_ms": {"p50": 300.0, "p95": 500.0, "p99": 600.0, "n": 3},
+                "capture_to_row_ms": {"p50": 700.0, "p95": 900.0, "p99": 1000.0, "n": 100}},
+    "scaling": {"fps_per_camera": 2.0, "steps": [
+        {"cameras": 1, "offered_fps": 2.0, "detected_fps": 2.0, "latency_ms": {"p50": 60.0, "p95": 90.0},
+         "rss_mb": 230.0, "rss_per_camera_mb": 1.0}],
+        "workers": {"one_worker_fps": 38.0, "two_workers_fps": 30.0, "two_over_one": 0.79, "threads_each": [2, 1]}},
+}
+
+
+def test_report_says_which_goals_are_met():
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    report.print_tables(RESULTS, console)
+    text = console.export_text()
+    assert "detector frames/s" in text and "capture -> row in ClickHouse" in text
+    lines = {line.split("│")[1].strip() + line.split("│")[3].strip(): line for line in text.splitlines()
+             if line.count("│") > 5}
+    assert "not met" in next(v for k, v in lines.items() if k.startswith("detector"))
+    assert "met" in next(v for k, v in lines.items() if k.startswith("sink rows/s"))
+    assert "not met" not in next(v for k, v in lines.items() if k.startswith("sink rows/s"))
+
+
+def test_report_writes_json_and_a_chart_when_matplotlib_is_there(tmp_path):
+    written = report.write(RESULTS, tmp_path)
+    assert (tmp_path / "bench.json").exists()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert written == [tmp_path / "bench.json"]
+    else:
+        png = tmp_path / "bench.png"
+        assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
