@@ -13,7 +13,8 @@ Layout under the root (``AIMASS_MODEL_STORE``, a folder every detector and the r
 So ``Detector.from_folder(store.folder("pedssd:1"))`` loads a stored version as it loads any model
 folder, sha256 check included. A version folder appears in one rename, complete or not at all, and
 is never rewritten: a new model is a new version. Only meta.json changes (retire), by replacing it.
-Two versions with the same file share one blob.
+Two versions with the same file share one blob. ``AIMASS_MODEL_STORE=s3://BUCKET[/PREFIX]`` puts the
+same layout in an S3-compatible bucket instead (aimass.model_store_s3, docs/model-store.md).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 class StoreError(ValueError):
     """A store operation that cannot be done; the message says why and what to do. ``reason``:
     ``bad_name``, ``unknown`` (no such version), ``exists`` (the version is already stored),
-    ``corrupt`` (a stored version that cannot be read)."""
+    ``corrupt`` (a stored version that cannot be read), and for a store in S3 ``unavailable`` (the
+    bucket cannot be used) and ``bad_url``."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -137,6 +139,11 @@ class ModelStore:
 
     @classmethod
     def from_settings(cls, settings) -> "ModelStore":
+        """The store ``model_store`` names: this folder store, or for ``s3://BUCKET[/PREFIX]`` the
+        bucket (aimass.model_store_s3.S3ModelStore, which imports boto3)."""
+        if str(settings.model_store).lower().startswith("s3:/"):  # a Path setting spells s3:// as s3:/
+            from aimass.model_store_s3 import S3ModelStore
+            return S3ModelStore.from_settings(settings)  # type: ignore[return-value]
         return cls(settings.model_store)
 
     # -- paths ---------------------------------------------------------------------------------

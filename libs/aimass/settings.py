@@ -59,6 +59,16 @@ class Settings(_Base):
     model_store: Path = Field(Path(".aimass/models"), description="the model registry's store: ONNX files by sha256 and "
                               "one folder per model version; the registry and every detector must see the same one "
                               "(a shared volume)")
+    model_store_s3_endpoint: str = Field("", description="with AIMASS_MODEL_STORE=s3://BUCKET[/PREFIX] (the store in "
+                                         "an S3-compatible bucket, docs/model-store.md): the S3 endpoint, e.g. "
+                                         "http://minio:9000; empty: AWS S3. Credentials come from boto3's chain "
+                                         "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, the machine's "
+                                         "role), never from a setting")
+    model_store_s3_region: str = Field("", description="the bucket's region; empty: boto3's (AWS_DEFAULT_REGION, "
+                                       "~/.aws/config)")
+    model_store_cache: Path | None = Field(None, description="with an s3:// model store: the local folder that mirrors "
+                                           "the versions read from the bucket (detectors load them from it); default "
+                                           "STATE_DIR/model-cache")
 
     # --- Kafka client behaviour (values that also suit tansu; see DESIGN.md)
     kafka_session_timeout_s: float = Field(6.0, description="consumer group session timeout; JoinGroup waits half of it on tansu")

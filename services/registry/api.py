@@ -21,8 +21,8 @@ configured the API does not start.
     GET  /v1/monitoring/events?limit=50&model=REF
 
 Errors are ``{"error": message, "reason": code}`` with 400 (refused input), 401 (token), 404 (no such
-version), 409 (the routing or the store does not allow it now), 413 (too large), 503 (Kafka or
-ClickHouse did not answer).
+version), 409 (the routing or the store does not allow it now), 413 (too large), 503 (Kafka,
+ClickHouse or an S3 model store's bucket did not answer or cannot be used).
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def _error(status: int, reason: str, message: str, **headers: str) -> web.Respon
 
 def _status_of(exc: Exception) -> int:
     if isinstance(exc, PushRefused):
-        return {"too_large": 413, "exists": 409}.get(exc.reason, 400)
+        return {"too_large": 413, "exists": 409, "unavailable": 503}.get(exc.reason, 400)
     if isinstance(exc, StoreError):
-        return {"unknown": 404, "exists": 409, "corrupt": 500}.get(exc.reason, 400)
+        return {"unknown": 404, "exists": 409, "corrupt": 500, "unavailable": 503}.get(exc.reason, 400)
     if isinstance(exc, RoutingError):
         return 409
     if isinstance(exc, Unavailable):

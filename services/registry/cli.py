@@ -4,7 +4,7 @@ store (AIMASS_MODEL_STORE), the models control topic (AIMASS_KAFKA_BOOTSTRAP) an
 (AIMASS_CLICKHOUSE_URL).
 
 Exit codes: 0 done, 2 refused (bad input, a version that does not exist, a routing change the routing
-does not allow), 1 a server did not answer.
+does not allow), 1 a server did not answer (an S3 model store's bucket included).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _run(fn):
         result = fn()
         return asyncio.run(result) if asyncio.iscoroutine(result) else result
     except (PushRefused, StoreError, RoutingError, ValueError) as exc:
-        base._fail(str(exc), REFUSED)
+        base._fail(str(exc), 1 if getattr(exc, "reason", "") == "unavailable" else REFUSED)  # an S3 store's bucket
     except Unavailable as exc:
         base._fail(str(exc), 1)
 
