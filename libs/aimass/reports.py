@@ -6,7 +6,7 @@ from __future__ import annotations
 # (stage name, SQL expression over the frames table, in ms)
 STAGES = [
     ("gateway→detector", "detector_in_ms - sent_ms"),
-    ("decode", "decoded_ms - detector_in_ms"),
+    ("decode + model wait", "decoded_ms - detector_in_ms"),  # batches overlap: a decoded batch waits its turn
     ("inference", "inferred_ms - decoded_ms"),
     ("publish", "detector_out_ms - inferred_ms"),
     ("detector→sink", "sink_in_ms - detector_out_ms"),

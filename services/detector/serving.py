@@ -171,6 +171,8 @@ def run_batch(models: dict[str, Model], serve: dict[str, list[int]], shadow: dic
                 except BadImage as exc:
                     result.served[i].bad_image = exc
         ok = [i for i in idx if images[i] is not None]
+        # Stamped "decoded" when the run starts, so decoded -> inferred is the model alone (the per-version
+        # latency); a batch decoded ahead (decode_batch) has its wait counted in the decode stage.
         decoded = now_ms()
         if not ok:
             continue

@@ -19,7 +19,7 @@ from aimass.site import Site
 
 STAGES = [  # (name, from stamp column, to stamp column) in the frames table
     ("gateway -> detector (Kafka)", "sent_ms", "detector_in_ms"),
-    ("decode + wait for the model", "detector_in_ms", "decoded_ms"),
+    ("decode + model wait", "detector_in_ms", "decoded_ms"),
     ("inference (batch)", "decoded_ms", "inferred_ms"),
     ("track + produce", "inferred_ms", "detector_out_ms"),
     ("detector -> sink (Kafka + batch)", "detector_out_ms", "sink_in_ms"),
