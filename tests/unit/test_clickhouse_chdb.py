@@ -66,7 +66,7 @@ def test_report_queries_run_on_a_current_clickhouse(chdb_exec):
               "('2026-11-22', 1795000000, 1000, 'c', 1, 1010, 1020, 1025, 1050, 1051, 1100)")
     chdb_exec("USE aimass")  # the report SQL names tables without a database, as the sink's client does
     stages = chdb_exec(reports.latency_by_stage())
-    assert [s[0] for s in stages][:2] == ["gateway→detector", "decode"]
+    assert [s[0] for s in stages][:2] == ["gateway→detector", "decode + model wait"]
     assert stages[0][1:3] == (1, 10) and stages[5][2] == 100  # end to end: sink_in - captured
     for sql in (reports.VIOLATIONS_BY_RULE_AND_CAMERA, reports.DETECTIONS_BY_CLASS, reports.FRAMES_BY_CAMERA,
                 reports.DEADLETTERS_BY_REASON):
