@@ -155,6 +155,7 @@ def make_app(service: str, settings: Settings, **extra) -> faust.App:
     of a topic for a new group (so nothing produced before the first start is skipped)."""
     _set_fetch_max_wait(settings.kafka_fetch_max_wait_ms)
     web = {"web_enabled": False} if not settings.worker_web_port else {"web_port": settings.worker_web_port}
+    from faust.sensors import Monitor
     from faust.sensors.otel import OpenTelemetryMonitor
 
     credentials = faust_credentials(client_options(settings))
@@ -179,8 +180,9 @@ def make_app(service: str, settings: Settings, **extra) -> faust.App:
         processing_guarantee="at_least_once",
         datadir=str(settings.state_dir / "faust"),  # Faust's own folder per app; not in the working directory
         **web,
-        # Stream metrics (messages, commits, offsets) on the process's MeterProvider (aimass.metrics).
-        monitor=OpenTelemetryMonitor(service_name=f"aimass-{service}"),
+        # Faust's monitor tracks the offsets aimass_consumer_lag reads; its OpenTelemetry variant also
+        # exports per-message stream metrics, at a cost per message (see faust_stream_metrics).
+        monitor=(OpenTelemetryMonitor(service_name=f"aimass-{service}") if settings.faust_stream_metrics else Monitor()),
         **extra,
     )
     return app

@@ -79,6 +79,10 @@ class Settings(_Base):
     kafka_max_request_bytes: int = Field(8 * 1024 * 1024, description="producer max request size (frames carry JPEGs)")
     kafka_max_partition_fetch_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="most a consumer fetches "
                                                  "from one partition at a time (above the largest frame, ~2.1 MB)")
+    faust_stream_metrics: bool = Field(False, description="Faust's own per-topic stream metrics (messages, events, "
+                                       "commits) on the OpenTelemetry meter too; off by default because they cost "
+                                       "about a quarter of a worker's message rate (measured with `aimass bench`). "
+                                       "The aimass_* metrics and aimass_consumer_lag are always on")
     stream_buffer_max: int = Field(1024, ge=1, description="messages each worker agent may hold read but not processed "
                                    "(Faust's stream_buffer_maxsize); with the fetch size it bounds a worker's memory "
                                    "when a later stage is slow: Kafka's lag grows instead")
