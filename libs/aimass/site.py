@@ -8,7 +8,7 @@ reads them is an operator editing YAML by hand.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Callable, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -392,7 +392,7 @@ class SiteFileError(ValueError):
     """A site file that cannot be used; the message names the file and each bad field."""
 
 
-def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
+def line_of(root: yaml.Node | None, loc: tuple) -> int | None:
     """1-based line of the deepest YAML node that ``loc`` (a pydantic error path) reaches. Path parts
     that are not in the document (a union's tag name, say) are skipped."""
     node, line = root, None
@@ -409,34 +409,51 @@ def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def _format(path: str, exc: ValidationError, root: yaml.Node | None) -> str:
-    lines = [f"{path}: the site file is not valid ({exc.error_count()} problem(s)):"]
+def error_report(path: str, what: str, exc: ValidationError, root: yaml.Node | None,
+                 located: Callable[[str], bool], footer: str = "") -> str:
+    """``exc`` as a person reads it: each problem with its field path and its line in ``path``. A
+    cross-field check has no path of its own; its message starts with one, used when ``located``
+    accepts that head."""
+    lines = [f"{path}: the {what} is not valid ({exc.error_count()} problem(s)):"]
     for err in exc.errors():
         msg = err["msg"].removeprefix("Value error, ")
         loc = err["loc"]
-        if not loc:  # a cross-field check: its message starts with the field path itself
+        if not loc:
             head = msg.split(":", 1)[0]
-            loc = tuple(int(p) if p.isdigit() else p for p in head.split(".")) if "." in head else ()
+            loc = tuple(int(p) if p.isdigit() else p for p in head.split(".")) if located(head) else ()
             where = ""
         else:
             where = ".".join(str(p) for p in loc) + ": "
-        line = _line_of(root, loc)
+        line = line_of(root, loc)
         lines.append(f"  - {path}:{line}: {where}{msg}" if line else f"  - {where}{msg}")
-    lines.append("  Fix the fields above and run `aimass rules validate FILE` to check again.")
+    if footer:
+        lines.append(footer)
     return "\n".join(lines)
 
 
-def parse_site(text: str, source: str = "<site>") -> Site:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_document(text: str, source: str, model: type[M], error: type[Exception], what: str, expected: str,
+                   located: Callable[[str], bool], footer: str = "") -> M:
+    """A YAML mapping validated as ``model``; anything wrong raises ``error`` naming ``source``, and for
+    invalid fields their lines (see ``error_report``)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SiteFileError(f"{source}: not valid YAML: {exc}") from None
+        raise error(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise SiteFileError(f"{source}: expected a mapping with 'site', 'cameras', 'sensors', 'rules'")
+        raise error(f"{source}: expected a mapping with {expected}")
     try:
-        return Site.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise SiteFileError(_format(source, exc, yaml.compose(text))) from None
+        raise error(error_report(source, what, exc, yaml.compose(text), located, footer)) from None
+
+
+def parse_site(text: str, source: str = "<site>") -> Site:
+    return parse_document(text, source, Site, SiteFileError, "site file", "'site', 'cameras', 'sensors', 'rules'",
+                          located=lambda head: "." in head,
+                          footer="  Fix the fields above and run `aimass rules validate FILE` to check again.")
 
 
 def load_site(path: str | Path) -> Site:

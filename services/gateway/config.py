@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aimass.site import IdStr, SensorSimulation, _line_of
+from aimass.site import IdStr, SensorSimulation, line_of, parse_document
 from aimass_gateway.gating import GateConfig
 from aimass_gateway.sources import SourceError, parse_source
 from aimass_gateway.units import UnitError, canonical_unit, convert
@@ -162,33 +162,9 @@ class GatewayConfigError(ValueError):
     """A gateway file that cannot be used; the message names the file, the line and each bad field."""
 
 
-def _format(path: str, exc: ValidationError, root) -> str:
-    lines = [f"{path}: the gateway file is not valid ({exc.error_count()} problem(s)):"]
-    for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        loc = err["loc"]
-        if not loc:
-            head = msg.split(":", 1)[0]
-            loc = tuple(int(p) if p.isdigit() else p for p in head.split(".")) if head in ("cameras", "sensors") else ()
-            where = ""
-        else:
-            where = ".".join(str(p) for p in loc) + ": "
-        line = _line_of(root, loc)
-        lines.append(f"  - {path}:{line}: {where}{msg}" if line else f"  - {where}{msg}")
-    return "\n".join(lines)
-
-
 def parse_gateway_file(text: str, source: str = "<gateway>") -> GatewayFile:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise GatewayConfigError(f"{source}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise GatewayConfigError(f"{source}: expected a mapping with 'cameras' and/or 'sensors'")
-    try:
-        return GatewayFile.model_validate(data)
-    except ValidationError as exc:
-        raise GatewayConfigError(_format(source, exc, yaml.compose(text))) from None
+    return parse_document(text, source, GatewayFile, GatewayConfigError, "gateway file", "'cameras' and/or 'sensors'",
+                          located=lambda head: head in ("cameras", "sensors"))
 
 
 def load_gateway_file(path: str | Path) -> GatewayFile:
@@ -208,7 +184,7 @@ def load_gateway_file(path: str | Path) -> GatewayFile:
             here = p.parent / src
             found = here if not Path(src).is_absolute() and here.exists() else Path(src)
             if not found.exists():
-                line = _line_of(yaml.compose(text), ("cameras", i, "source"))
+                line = line_of(yaml.compose(text), ("cameras", i, "source"))
                 problems.append(f"  - {p}:{line}: cameras.{i}.source: camera {cam.id!r}: {src!r} is neither a file, "
                                 f"a folder, a URL nor a device number (looked next to {p.name} and in {Path.cwd()})")
             cam = cam.model_copy(update={"source": str(found)})
