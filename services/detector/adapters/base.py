@@ -17,7 +17,7 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.model import ModelError, ModelSpec
 from aimass_detector.nms import batched_nms
-from aimass_detector.preprocess import boxes_to_frame
+from aimass_detector.preprocess import boxes_to_frame, buffer_for, pack_nchw
 
 Size = tuple[int, int]  # (width, height) of an original frame
 
@@ -58,15 +58,22 @@ class Adapter(ABC):
             raise ModelError(f"model folder {spec.folder}: class_map maps none of the model's classes, so "
                              "nothing would ever be detected. Add entries such as 'person: person'.")
         self.resize_mode = spec.input.resize
+        self.rgb = spec.input.channels == "RGB"
+        self._buf: np.ndarray | None = None  # the input batch, reused while the batch size allows
 
     @property
     @abstractmethod
     def output_names(self) -> list[str]:
         """The outputs ``decode`` needs, fetched by name."""
 
-    @abstractmethod
     def prepare(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """BGR uint8 frames (any sizes) -> the feeds for one ``session.run`` of the whole batch."""
+        """BGR uint8 frames (any sizes) -> the feeds for one ``session.run`` of the whole batch. This
+        default feeds float32 NCHW normalised by model.yaml's mean and std; formats fed otherwise
+        override it."""
+        n = len(images)
+        self._buf = buffer_for(self._buf, (n, 3, self.height, self.width), np.float32)
+        return {self.input_name: pack_nchw(images, self.width, self.height, self.spec.input.mean, self.spec.input.std,
+                                           rgb=self.rgb, out=self._buf[:n], resize_mode=self.resize_mode)}
 
     @abstractmethod
     def decode(self, outputs: dict[str, np.ndarray], sizes: Sequence[Size]) -> list[list[DetectedObject]]:

@@ -16,7 +16,6 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.adapters.base import Adapter, Size
 from aimass_detector.model import ModelError, ModelSpec
-from aimass_detector.preprocess import buffer_for, pack_nchw
 
 # As exported from the TF.js NanoDet-g (see models/nanodet-g-416/model.yaml).
 DEFAULT_OUTPUTS = [
@@ -64,20 +63,11 @@ class NanoDetAdapter(Adapter):
             raise ModelError(f"model folder {spec.folder}: input {self.width}x{self.height} must be a "
                              f"multiple of the largest stride {biggest}. Fix input width/height.")
         self.nms_iou = spec.nms_iou
-        self.rgb = spec.input.channels == "RGB"
         self.centres, self.cell_strides = cell_centres(self.width, self.height, [s for s, _, _ in self.levels])
-        self._buf: np.ndarray | None = None
 
     @property
     def output_names(self) -> list[str]:
         return [name for _, scores, boxes in self.levels for name in (scores, boxes)]
-
-    def prepare(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(images)
-        self._buf = buffer_for(self._buf, (n, 3, self.height, self.width), np.float32)
-        batch = pack_nchw(images, self.width, self.height, self.spec.input.mean, self.spec.input.std,
-                          rgb=self.rgb, out=self._buf[:n], resize_mode=self.resize_mode)
-        return {self.input_name: batch}
 
     def check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:
         """Per stride s: scores [batch, (W/s)·(H/s), len(classes)] and boxes [batch, same cells,

@@ -28,7 +28,6 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.adapters.base import Adapter, Size
 from aimass_detector.model import ModelError, ModelSpec
-from aimass_detector.preprocess import buffer_for, pack_nchw
 
 DEFAULT_OUTPUTS = {"boxes": "boxes", "scores": "scores", "labels": None}
 BOX_FORMATS = ("cxcywh", "xyxy")
@@ -71,8 +70,6 @@ class RtDetrAdapter(Adapter):
         self.box_units = BOX_UNITS[units]
         self.size_input = str(spec.extra["size_input"]) if spec.extra.get("size_input") else None
         self._size_dtype = np.int64
-        self.rgb = spec.input.channels == "RGB"
-        self._buf: np.ndarray | None = None
 
     @property
     def output_names(self) -> list[str]:
@@ -98,13 +95,9 @@ class RtDetrAdapter(Adapter):
             self._size_dtype = _SIZE_DTYPES[kind]
 
     def prepare(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(images)
-        self._buf = buffer_for(self._buf, (n, 3, self.height, self.width), np.float32)
-        feeds = {self.input_name: pack_nchw(images, self.width, self.height, self.spec.input.mean,
-                                            self.spec.input.std, rgb=self.rgb, out=self._buf[:n],
-                                            resize_mode=self.resize_mode)}
+        feeds = super().prepare(images)
         if self.size_input:
-            feeds[self.size_input] = np.tile(np.array([[self.width, self.height]], self._size_dtype), (n, 1))
+            feeds[self.size_input] = np.tile(np.array([[self.width, self.height]], self._size_dtype), (len(images), 1))
         return feeds
 
     def check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:

@@ -23,8 +23,6 @@ class TfSsdAdapter(Adapter):
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self.names = {**DEFAULT_OUTPUTS, **(spec.extra.get("outputs") or {})}
-        self.rgb = spec.input.channels == "RGB"
-        self._buf: np.ndarray | None = None
 
     @property
     def output_names(self) -> list[str]:

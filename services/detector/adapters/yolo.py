@@ -22,7 +22,6 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.adapters.base import Adapter, Size
 from aimass_detector.model import ModelError, ModelSpec
-from aimass_detector.preprocess import buffer_for, pack_nchw
 
 DEFAULT_OUTPUT = "output0"  # what Ultralytics names it
 LAYOUTS = ("auto", "channels_first", "anchors_first")  # [N, 4+C, A], [N, A, 4+C]
@@ -52,19 +51,10 @@ class YoloV8Adapter(Adapter):
             raise ModelError(f"model folder {spec.folder}: pre_nms_top_k must be an integer. Fix model.yaml.") from None
         self.channels = 4 + len(spec.classes)
         self.nms_iou = spec.nms_iou
-        self.rgb = spec.input.channels == "RGB"
-        self._buf: np.ndarray | None = None
 
     @property
     def output_names(self) -> list[str]:
         return [self.output]
-
-    def prepare(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(images)
-        self._buf = buffer_for(self._buf, (n, 3, self.height, self.width), np.float32)
-        batch = pack_nchw(images, self.width, self.height, self.spec.input.mean, self.spec.input.std,
-                          rgb=self.rgb, out=self._buf[:n], resize_mode=self.resize_mode)
-        return {self.input_name: batch}
 
     def _layout_of(self, shape: tuple[int, ...]) -> str | None:
         """``channels_first`` or ``anchors_first`` for a rank-3 output shape; None when it fits
