@@ -234,6 +234,13 @@ class DeadLetterSender:
         except KafkaError as exc:
             log.error("could not send a dead letter (%s) to %s: %s", reason, self.topic.get_topic_name(), exc)
 
+    async def refuse(self, event, error: ContractError | Exception, original: bytes | None = None) -> None:
+        """``send`` for a Faust event: its topic, key, partition and offset, and its bytes unless
+        ``original`` replaces them."""
+        m = event.message
+        await self.send(source_topic=m.topic, original=event.value if original is None else original, key=m.key,
+                        error=error, partition=m.partition, offset=m.offset)
+
 
 def event_position(stream) -> tuple[int, int, bytes | None, dict]:
     """(partition, offset, key, headers) of the event a Faust stream is on."""

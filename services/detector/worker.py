@@ -169,8 +169,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
                 frame = contracts.decode(ev.value, Frame)
             except ContractError as exc:
                 counters.dead += 1
-                await dead.send(source_topic=m.topic, original=ev.value, key=m.key, error=exc,
-                                partition=m.partition, offset=m.offset)
+                await dead.refuse(ev, exc)
                 continue
             restored = await tracks.ensure(m.partition)
             for key, data in (restored or {}).items():

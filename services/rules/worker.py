@@ -126,8 +126,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                     counters.dead += 1
                     if exc.reason == "unknown_source":
                         counters.unknown += 1
-                    await dead.send(source_topic=m.topic, original=event.value, key=m.key, error=exc,
-                                    partition=m.partition, offset=m.offset)
+                    await dead.refuse(event, exc)
                     continue
                 await resume(kind, m.partition)
                 processed[(m.topic, m.partition)] = m.offset
@@ -198,8 +197,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 v = contracts.decode(event.value, Violation)
             except ContractError as exc:
                 counters.dead += 1
-                await dead.send(source_topic=m.topic, original=event.value, key=m.key, error=exc,
-                                partition=m.partition, offset=m.offset)
+                await dead.refuse(event, exc)
                 continue
             if v.site_id != engine.site.site.id:
                 continue

@@ -68,8 +68,7 @@ def build_app(settings: SinkSettings) -> faust.App:
                             # A dead letter we cannot read cannot be dead-lettered again (it would loop).
                             log.error("unreadable dead letter at %s[%d]@%d dropped: %s", m.topic, m.partition, m.offset, exc)
                         else:
-                            await dead.send(source_topic=m.topic, original=ev.value, key=m.key, error=exc,
-                                            partition=m.partition, offset=m.offset)
+                            await dead.refuse(ev, exc)
                         continue
                     for table, mapper in tables.items():
                         batch[table].extend(mapper(msg, t))
