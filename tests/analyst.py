@@ -4,13 +4,13 @@ migrations, and copying a server database's rows into it."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from aimass.clickhouse import export
 from aimass.clickhouse.schema import COLUMNS
+from chdb_engine import Chdb
 
 REPO = Path(__file__).resolve().parents[1]
 COOKBOOK = REPO / "docs" / "analyst-cookbook.md"
@@ -32,23 +32,6 @@ def cookbook(path: Path = COOKBOOK) -> list[CookbookQuery]:
     """Every ``### N. Title`` section of the cookbook with its text and its ```sql block."""
     return [CookbookQuery(int(m.group(1)), m.group(2).strip(), " ".join(m.group(3).split()), m.group(4).strip())
             for m in _QUERY.finditer(path.read_text())]
-
-
-class Chdb:
-    """One chdb session; ``execute`` returns rows as tuples, like clickhouse-driver."""
-
-    def __init__(self, folder: Path):
-        import chdb.session
-        self.folder = Path(folder)
-        self.session = chdb.session.Session(str(self.folder / "db"))
-
-    def execute(self, sql: str) -> list[tuple]:
-        res = self.session.query(sql, "JSONCompact")
-        text = res.bytes().decode() if hasattr(res, "bytes") else str(res)
-        return [tuple(r) for r in json.loads(text)["data"]] if text.strip() else []
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def copy_tables(client, database: str, chdb: Chdb, chdb_database: str) -> dict[str, int]:

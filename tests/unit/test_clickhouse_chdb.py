@@ -1,27 +1,21 @@
 """The migrations on a current ClickHouse engine (chdb, in-process), and the insert columns the sink
 uses against the tables they create."""
 
-import json
 
 import pytest
 
 from aimass.clickhouse.migrate import Migration, MigrationError, discover, migrate
 from aimass.clickhouse.schema import COLUMNS
+from chdb_engine import Chdb
 
-chdb_session = pytest.importorskip("chdb.session")
+pytest.importorskip("chdb.session")
 
 
 @pytest.fixture(scope="module")
 def chdb_exec(tmp_path_factory):
-    sess = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
-
-    def execute(sql: str) -> list[tuple]:
-        res = sess.query(sql, "JSONCompact")
-        text = res.bytes().decode() if hasattr(res, "bytes") else str(res)
-        return [tuple(r) for r in json.loads(text)["data"]] if text.strip() else []
-
-    yield execute
-    sess.close()
+    engine = Chdb(tmp_path_factory.mktemp("chdb"))
+    yield engine.execute
+    engine.close()
 
 
 def test_migrations_apply_once_on_a_current_clickhouse(chdb_exec):

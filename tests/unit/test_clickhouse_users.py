@@ -9,7 +9,6 @@ server is tested on 18.16 in tests/integration/test_clickhouse_users_server.py."
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import xml.etree.ElementTree as ET
 
@@ -20,8 +19,9 @@ from aimass.clickhouse.migrate import discover, migrate
 from aimass.clickhouse.users import (DbUser, UsersError, configured, configured_users, ensure_users,
                                      has_sql_access_control, user_statements, users_xml)
 from aimass.settings import Settings, SinkSettings
+from chdb_engine import Chdb
 
-chdb_session = pytest.importorskip("chdb.session")
+pytest.importorskip("chdb.session")
 
 PASSWORD = "Reader-Pa55word-not-for-logs"
 SINK_PASSWORD = "Sink-Pa55word-not-for-logs"
@@ -29,15 +29,9 @@ SINK_PASSWORD = "Sink-Pa55word-not-for-logs"
 
 @pytest.fixture(scope="module")
 def chdb_exec(tmp_path_factory):
-    sess = chdb_session.Session(str(tmp_path_factory.mktemp("chdb-users")))
-
-    def execute(sql: str) -> list[tuple]:
-        res = sess.query(sql, "JSONCompact")
-        text = res.bytes().decode() if hasattr(res, "bytes") else str(res)
-        return [tuple(r) for r in json.loads(text)["data"]] if text.strip() else []
-
-    yield execute
-    sess.close()
+    engine = Chdb(tmp_path_factory.mktemp("chdb-users"))
+    yield engine.execute
+    engine.close()
 
 
 def _literal(sql: str) -> str:

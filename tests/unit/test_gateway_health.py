@@ -2,7 +2,6 @@
 heartbeats from counters, their contract and row, and the silent-cameras query on a current
 ClickHouse engine (chdb)."""
 
-import json
 import socket
 import time
 
@@ -15,6 +14,7 @@ from aimass_gateway.clock import (ClockError, ClockMonitor, broker_sample, ntp_o
                                   _from_ntp, _to_ntp)
 from aimass_gateway.health import CameraStats, GatewayStats, HeartbeatMaker
 from aimass_sink import rows as R
+from chdb_engine import Chdb
 from fake_ntp import FakeNtp
 
 
@@ -84,17 +84,13 @@ def test_heartbeats_from_counters_and_their_row():
         contracts.decode(contracts.encode(Heartbeat(site_id="s", gateway_id="g", at_ms=1.0, fps=float("inf"))), Heartbeat)
 
 
-chdb_session = pytest.importorskip("chdb.session")
+pytest.importorskip("chdb.session")
 
 
 def test_silent_cameras_on_a_current_clickhouse(tmp_path):
     from aimass.clickhouse.migrate import migrate
-    sess = chdb_session.Session(str(tmp_path / "chdb"))
-
-    def execute(sql):
-        res = sess.query(sql, "JSONCompact")
-        text = res.bytes().decode() if hasattr(res, "bytes") else str(res)
-        return [tuple(r) for r in json.loads(text)["data"]] if text.strip() else []
+    sess = Chdb(tmp_path / "chdb")
+    execute = sess.execute
 
     try:
         migrate(execute, "aimass", (26, 9))

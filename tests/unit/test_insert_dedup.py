@@ -1,23 +1,19 @@
 """Insert deduplication on a current ClickHouse (chdb): a batch the sink retries with the same token is
 stored once, even without FINAL (migration 007); 18.16 skips the migration and folds replays with FINAL."""
 
-import json
 
 import pytest
 
 from aimass.clickhouse.client import DEDUP_TOKEN_SINCE, dedup_token
 from aimass.clickhouse.migrate import discover, migrate
+from chdb_engine import Chdb
 
-chdb_session = pytest.importorskip("chdb.session")
+pytest.importorskip("chdb.session")
 
 
 def test_a_retried_batch_is_stored_once(tmp_path):
-    sess = chdb_session.Session(str(tmp_path))
-
-    def execute(sql: str) -> list[tuple]:
-        res = sess.query(sql, "JSONCompact")
-        text = res.bytes().decode() if hasattr(res, "bytes") else str(res)
-        return [tuple(r) for r in json.loads(text)["data"]] if text.strip() else []
+    sess = Chdb(tmp_path)
+    execute = sess.execute
 
     try:
         applied = migrate(execute, "aimass", (26, 9))
