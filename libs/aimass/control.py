@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from aimass.kafka import client_options, start_producer
+from aimass.kafka import reader, start_producer
 from aimass.settings import Settings
 
 OnMessage = Callable[[bytes, int], Awaitable[None]]  # (value, offset)
@@ -31,8 +30,7 @@ async def follow(settings: Settings, topic: str, on_message: OnMessage, caught_u
     """Read control topic ``topic`` (a logical name; one partition) from its beginning, forever.
     ``caught_up`` is set after the first fetch that finds nothing new (end offsets are unreliable on
     some brokers, tansu among them)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms, **client_options(settings))
+    consumer = reader(settings)
     try:
         await consumer.start()
         tp = TopicPartition(settings.topic(topic), 0)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -192,6 +192,15 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
     """The Faust topic for logical topic ``name`` (bytes in, bytes out; workers decode themselves)."""
     return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, value_serializer="raw",
                      key_serializer="raw", partitions=topic_partitions(settings)[name], internal=False)
+
+
+def reader(settings: Settings, *topics: str, **options) -> AIOKafkaConsumer:
+    """A consumer outside any consumer group, which commits nothing (the state and control readers, the
+    bench's baselines and watchers); ``options`` add or override aiokafka's."""
+    return AIOKafkaConsumer(*topics, **{"bootstrap_servers": settings.kafka_bootstrap, "group_id": None,
+                                        "enable_auto_commit": False,
+                                        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+                                        **client_options(settings), **options})
 
 
 async def start_producer(settings: Settings, **kw) -> AIOKafkaProducer:

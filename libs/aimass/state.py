@@ -28,11 +28,10 @@ from typing import Any
 
 import faust
 import msgspec
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
-from aimass.kafka import client_options
+from aimass.kafka import reader
 from aimass.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,8 +66,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 async def read_partition(settings: Settings, topic: str, partition: int, fetch_wait_ms: int = 100) -> dict[bytes, bytes]:
     """The latest value per key in one partition of ``topic`` (a tombstone removes the key)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=fetch_wait_ms, auto_offset_reset="earliest", **client_options(settings))
+    consumer = reader(settings, fetch_max_wait_ms=fetch_wait_ms, auto_offset_reset="earliest")
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)

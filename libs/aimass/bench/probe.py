@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from aimass.contracts import now_ms
-from aimass.kafka import client_options
+from aimass.kafka import reader
 from aimass.settings import Settings
 
 
@@ -157,10 +156,7 @@ class TopicWatch:
         self._thread.join(10)
 
     async def _run(self) -> None:
-        s = self.settings
-        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=s.kafka_bootstrap, group_id=None,
-                                    auto_offset_reset="latest", fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-                                    **client_options(s))
+        consumer = reader(self.settings, self.topic, auto_offset_reset="latest")
         await consumer.start()
         self._ready.set()
         try:

@@ -8,13 +8,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from aimass import contracts
 from aimass.bench import probe, workload
 from aimass.bench.fleet import Fleet
-from aimass.kafka import client_options
+from aimass.kafka import reader
 from aimass.settings import Settings
 
 
@@ -27,10 +26,8 @@ class RulesOptions:
 
 async def raw_consume(settings: Settings, topic: str, expected: int, deadline_s: float = 120.0) -> float:
     """Seconds for a plain aiokafka consumer to read ``expected`` messages of ``topic`` from the start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-                                max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
-                                **client_options(settings))
+    consumer = reader(settings, auto_offset_reset="earliest",
+                      max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes)
     await consumer.start()
     try:
         name = settings.topic(topic)

@@ -10,11 +10,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
-
 from aimass import contracts
 from aimass.contracts import DetectedObject, Detections, Frame
-from aimass.kafka import client_options
+from aimass.kafka import start_producer
 from aimass.settings import Settings
 from aimass.site import Camera, Site
 
@@ -96,9 +94,7 @@ def detection_messages(camera_ids: Sequence[str], per_camera: int, objects: int 
 
 async def produce(settings: Settings, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> float:
     """Send ``messages`` (key, value) to ``topic`` as fast as the broker takes them; returns seconds."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
-                                max_request_size=settings.kafka_max_request_bytes, **client_options(settings))
-    await producer.start()
+    producer = await start_producer(settings)
     t = time.perf_counter()
     try:
         pending = []
@@ -118,9 +114,7 @@ async def paced_cameras(settings: Settings, frames: dict[str, list[EncodedFrame]
                         site_id: str = SITE_ID) -> int:
     """Send each camera's frames (looped) at ``fps`` for ``seconds``, stamped with the capture time
     they are sent at, as a live gateway would; returns the frames sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0,
-                                max_request_size=settings.kafka_max_request_bytes, **client_options(settings))
-    await producer.start()
+    producer = await start_producer(settings, linger_ms=0)
     sent = 0
     try:
         async def camera(cam_id: str, offset: float) -> None:
