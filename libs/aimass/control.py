@@ -28,20 +28,24 @@ async def publish(settings: Settings, topic: str, key: bytes, value: bytes) -> N
 
 async def follow(settings: Settings, topic: str, on_message: OnMessage, caught_up: asyncio.Event | None = None) -> None:
     """Read control topic ``topic`` (a logical name; one partition) from its beginning, forever.
-    ``caught_up`` is set after the first fetch that finds nothing new (end offsets are unreliable on
-    some brokers, tansu among them)."""
+    ``caught_up`` is set once the reader has passed the end offset the broker reported at the start
+    *and* a fetch finds nothing new: either alone is not enough (a first fetch can come back empty
+    before the records do, and tansu reports end offsets short after batched writes), as in
+    aimass.state.read_partition."""
     consumer = reader(settings)
     try:
         await consumer.start()
         tp = TopicPartition(settings.topic(topic), 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
+        reported_end = (await consumer.end_offsets([tp]))[tp]
         while True:
             batch = await consumer.getmany(tp, timeout_ms=500)
             records = batch.get(tp, [])
             for rec in records:
                 await on_message(rec.value, rec.offset)
-            if not records and caught_up is not None and not caught_up.is_set():
+            if (not records and caught_up is not None and not caught_up.is_set()
+                    and await consumer.position(tp) >= reported_end):
                 caught_up.set()
     finally:
         await consumer.stop()
