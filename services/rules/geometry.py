@@ -50,9 +50,8 @@ def points_in_polygon(points, polygon, eps: float = EDGE_EPS) -> np.ndarray:
     p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     poly = as_polygon(polygon)
     if len(p) * len(poly) <= SMALL_PAIRS:
-        corners = poly.tolist()
-        edges = list(zip(corners, corners[1:] + corners[:1]))
-        return np.array([_point_in(x, y, edges, eps) for x, y in p.tolist()], dtype=bool)
+        sides = edges(poly)
+        return np.array([point_in(x, y, sides, eps) for x, y in p.tolist()], dtype=bool)
     px, py = p[:, 0:1], p[:, 1:2]  # (N, 1) against (M,) edges -> (N, M)
     x0, y0 = poly[:, 0], poly[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
@@ -73,17 +72,30 @@ def points_in_polygon(points, polygon, eps: float = EDGE_EPS) -> np.ndarray:
     return inside | on_edge
 
 
-def _point_in(px: float, py: float, edges, eps: float) -> bool:
-    """``points_in_polygon`` for one point, edge by edge, with the vectorised path's arithmetic."""
-    crossings = 0
-    for (x0, y0), (x1, y1) in edges:
+def edges(polygon) -> list[tuple[float, float, float, float, float, float]]:
+    """The polygon's sides for ``point_in``, in plain floats, computed once per zone: each side's start
+    corner, its end's y, its direction (ex, ey) and its squared length (1.0 for a zero-length side, as
+    the vectorised path divides by)."""
+    corners = as_polygon(polygon).tolist()
+    out = []
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]):
         ex, ey = x1 - x0, y1 - y0
+        len2 = ex * ex + ey * ey
+        out.append((x0, y0, y1, ex, ey, len2 if len2 > 0 else 1.0))
+    return out
+
+
+def point_in(px: float, py: float, sides, eps: float = EDGE_EPS) -> bool:
+    """``points_in_polygon`` for one point against ``edges(polygon)``, side by side, with the vectorised
+    path's arithmetic."""
+    crossings = 0
+    eps2 = eps * eps
+    for x0, y0, y1, ex, ey, len2 in sides:
         if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * ex / ey:
             crossings += 1
-        len2 = ex * ex + ey * ey
-        t = ((px - x0) * ex + (py - y0) * ey) / (len2 if len2 > 0 else 1.0)
+        t = ((px - x0) * ex + (py - y0) * ey) / len2
         t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
         dx, dy = px - (x0 + t * ex), py - (y0 + t * ey)
-        if dx * dx + dy * dy <= eps * eps:
+        if dx * dx + dy * dy <= eps2:
             return True
     return crossings % 2 == 1

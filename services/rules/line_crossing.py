@@ -35,18 +35,18 @@ class CrossingState:
     tracks: dict[int, TrackSide] = field(default_factory=dict)
 
 
-def side_of(p0: np.ndarray, p1: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sign, distance) of points from the line p0→p1; sign +1 is the right side as drawn on the
-    image (y grows downwards), -1 the left."""
-    d = p1 - p0
-    cross = d[0] * (pts[:, 1] - p0[1]) - d[1] * (pts[:, 0] - p0[0])
-    return np.sign(cross), np.abs(cross) / np.hypot(*d)
+def side_of(p0: tuple[float, float], p1: tuple[float, float], length: float, x: float, y: float) -> tuple[int, float]:
+    """(sign, distance) of point (x, y) from the line p0→p1 of ``length``; sign +1 is the right side as
+    drawn on the image (y grows downwards), -1 the left, 0 on it."""
+    cross = (p1[0] - p0[0]) * (y - p0[1]) - (p1[1] - p0[1]) * (x - p0[0])
+    return (cross > 0) - (cross < 0), abs(cross) / length
 
 
 def segments_cross(a0, a1, b0, b1) -> bool:
     """Whether segment a0-a1 meets segment b0-b1 (touching counts)."""
     def orient(p, q, r):
-        return np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+        v = (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+        return (v > 0) - (v < 0)
     o1, o2, o3, o4 = orient(a0, a1, b0), orient(a0, a1, b1), orient(b0, b1, a0), orient(b0, b1, a1)
     return o1 != o2 and o3 != o4
 
@@ -59,7 +59,8 @@ class LineCrossing(RuleEvaluator):
     def __init__(self, rule: LineCrossingRule, site: Site):
         super().__init__(rule, site)
         self.line = site.camera(rule.camera).line(rule.line)
-        self.p0, self.p1 = (np.asarray(p, dtype=np.float64) for p in self.line.points)
+        self.p0, self.p1 = (tuple(map(float, p)) for p in self.line.points)
+        self.length = float(np.hypot(self.p1[0] - self.p0[0], self.p1[1] - self.p0[1]))
         self.classes = frozenset(rule.classes)
         self.wanted = {"a_to_b": {1}, "b_to_a": {-1}, "either": {1, -1}}[rule.direction]
 
@@ -75,23 +76,22 @@ class LineCrossing(RuleEvaluator):
         objs = [o for o in watched(d.objects, self.classes, r.min_score) if o.track_id >= 0]
         out = []
         if objs:
-            pts = feet(objs)
-            signs, dists = side_of(self.p0, self.p1, pts)
-            for o, (x, y), sign, dist in zip(objs, pts.tolist(), signs.tolist(), dists.tolist()):
+            for o, (x, y) in zip(objs, feet(objs)):
+                sign, dist = side_of(self.p0, self.p1, self.length, x, y)
                 prev = st.tracks.get(o.track_id)
                 if dist < r.margin or sign == 0:
                     if prev is not None:
                         prev.seen_ms = d.captured_ms
                     continue  # on the line: keep the side it had
                 if prev is None:
-                    st.tracks[o.track_id] = TrackSide(int(sign), x, y, d.captured_ms)
+                    st.tracks[o.track_id] = TrackSide(sign, x, y, d.captured_ms)
                     continue
                 crossed = (sign != prev.side
-                           and segments_cross((prev.x, prev.y), (x, y), tuple(self.p0), tuple(self.p1)))
-                if crossed and int(sign) in self.wanted and d.captured_ms - prev.fired_ms >= r.cooldown_s * 1000:
+                           and segments_cross((prev.x, prev.y), (x, y), self.p0, self.p1))
+                if crossed and sign in self.wanted and d.captured_ms - prev.fired_ms >= r.cooldown_s * 1000:
                     prev.fired_ms = d.captured_ms
-                    out.append(self._crossing(d, o, int(sign)))
-                prev.side, prev.x, prev.y, prev.seen_ms = int(sign), x, y, d.captured_ms
+                    out.append(self._crossing(d, o, sign))
+                prev.side, prev.x, prev.y, prev.seen_ms = sign, x, y, d.captured_ms
         for tid in [t for t, s in st.tracks.items() if d.captured_ms - s.seen_ms > FORGET_MS]:
             del st.tracks[tid]
         return out

@@ -34,12 +34,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from aimass.contracts import DetectedObject, Detections, Violation
 from aimass.site import LeftBehindRule, StoppedRule
 from aimass_rules.evaluator import Incident, update_due, violation_id
-from aimass_rules.geometry import points_in_polygon
+from aimass_rules.geometry import point_in
 from aimass_rules.objects import ZoneEvaluator, feet, watched
 
 
@@ -86,8 +85,7 @@ class AtRestEvaluator(ZoneEvaluator):
         out: list[Violation] = []
         objs = [o for o in watched(d.objects, self.classes, r.min_score) if o.track_id >= 0]
         ctx = self.frame_context(d)
-        pts = feet(objs)
-        for o, (x, y) in zip(objs, pts.tolist()):
+        for o, (x, y) in zip(objs, feet(objs)):
             tid = o.track_id
             rest = st.rests.get(tid)
             if rest is not None and math.hypot(x - rest.x, y - rest.y) > r.max_move:
@@ -107,7 +105,7 @@ class AtRestEvaluator(ZoneEvaluator):
             if rest.incident is None:
                 cooling = now < st.cooldown_until_ms.get(tid, float("-inf"))
                 if (not cooling and now - rest.clock_ms >= r.seconds * 1000
-                        and bool(points_in_polygon([(rest.x, rest.y)], self.polygon)[0])):
+                        and point_in(rest.x, rest.y, self.sides)):
                     rest.incident = Incident(
                         # Per track: two objects can come to rest in the same frame (ids have no '/').
                         violation_id=violation_id(self.site_id, r.id, r.camera, f"{r.zone}/{tid}", rest.clock_ms,
@@ -180,15 +178,13 @@ class LeftBehind(AtRestEvaluator):
         super().__init__(rule, site)
         self.owner_classes = frozenset(rule.owner_classes)
 
-    def frame_context(self, d: Detections) -> np.ndarray:
+    def frame_context(self, d: Detections) -> list[tuple[float, float]]:
         owners: list[DetectedObject] = watched(d.objects, self.owner_classes, self.rule.min_score)
         return feet(owners)
 
-    def restart_clock(self, rest: Rest, owners: np.ndarray) -> bool:
-        if not len(owners):
-            return False
-        d2 = (owners[:, 0] - rest.x) ** 2 + (owners[:, 1] - rest.y) ** 2
-        return bool(d2.min() <= self.rule.owner_distance ** 2)
+    def restart_clock(self, rest: Rest, owners: list[tuple[float, float]]) -> bool:
+        limit = self.rule.owner_distance ** 2
+        return any((x - rest.x) ** 2 + (y - rest.y) ** 2 <= limit for x, y in owners)
 
     def describe_start(self, rest: Rest, tid: int, now: float) -> str:
         return (f"{rest.label} (track {tid}) left behind in zone '{self.zone_name}': at rest for "

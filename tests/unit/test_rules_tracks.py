@@ -7,7 +7,6 @@ from aimass.site import parse_site
 from aimass_rules.engine import RuleEngine
 from aimass_rules.line_crossing import segments_cross, side_of
 
-import numpy as np
 
 SITE = """
 site: {id: s}
@@ -42,8 +41,9 @@ LINE = "  - {id: x, type: line_crossing, camera: c, line: door, direction: %s, c
 
 
 def test_geometry_helpers():
-    s, dist = side_of(np.array([0.0, 0.0]), np.array([1.0, 0.0]), np.array([[0.5, 0.2], [0.5, -0.1]]))
-    assert s.tolist() == [1, -1] and dist.tolist() == pytest.approx([0.2, 0.1])
+    assert side_of((0.0, 0.0), (1.0, 0.0), 1.0, 0.5, 0.2) == (1, pytest.approx(0.2))
+    assert side_of((0.0, 0.0), (1.0, 0.0), 1.0, 0.5, -0.1) == (-1, pytest.approx(0.1))
+    assert side_of((0.0, 0.0), (1.0, 0.0), 1.0, 0.3, 0.0) == (0, 0.0)  # on the line
     assert segments_cross((0.5, 0.5), (0.5, 0.7), (0.2, 0.6), (0.8, 0.6))
     assert not segments_cross((0.9, 0.5), (0.9, 0.7), (0.2, 0.6), (0.8, 0.6))  # past the line's end
 
