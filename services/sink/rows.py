@@ -4,6 +4,8 @@ aimass.clickhouse.schema, the one place that lists each table's insert columns."
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 from collections.abc import Iterable
 
 from aimass.clickhouse.schema import COLUMNS
@@ -14,15 +16,24 @@ _EPOCH = dt.date(1970, 1, 1)
 
 
 def _date(ms: float) -> dt.date:
-    return _EPOCH + dt.timedelta(days=int(ms // 86_400_000))
+    return _day(int(ms // 86_400_000))
+
+
+@functools.lru_cache(maxsize=64)
+def _day(days: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=days)
 
 
 def _sec(ms: float) -> int:
     return int(ms // 1000)
 
 
+_GETTERS = {table: operator.itemgetter(*columns) for table, columns in COLUMNS.items()}
+
+
 def _ordered(table: str, row: dict) -> tuple:
-    return tuple(row[c] for c in COLUMNS[table])
+    """The row's values in the table's insert column order."""
+    return _GETTERS[table](row)
 
 
 def frame_row(d: Detections, sink_in_ms: float) -> tuple:
