@@ -127,7 +127,7 @@ class Worker(str, Enum):
     rules = "rules"
     sink = "sink"
     registry = "registry"
-    bench_noop = "bench-noop"  # counts messages and nothing else: the framework's ceiling (aimass bench)
+    bench_noop = "bench-noop"  # counts messages and nothing else: the plumbing's ceiling (aimass bench)
     all = "all"
 
 

@@ -243,11 +243,11 @@ class DeadLetterSender:
         except KafkaError as exc:
             log.error("could not send a dead letter (%s) to %s: %s", reason, self.topic.get_topic_name(), exc)
 
-    async def refuse(self, event, error: ContractError | Exception, original: bytes | None = None) -> None:
-        """``send`` for a Faust event: its topic, key, partition and offset, and its bytes unless
-        ``original`` replaces them."""
-        m = event.message
-        await self.send(source_topic=m.topic, original=event.value if original is None else original, key=m.key,
+    async def refuse(self, received, error: ContractError | Exception, original: bytes | None = None) -> None:
+        """``send`` for a message as received, a Faust event or an aiokafka ConsumerRecord: its topic, key,
+        partition and offset, and its bytes unless ``original`` replaces them."""
+        m = getattr(received, "message", received)  # a Faust event's message has the record's fields
+        await self.send(source_topic=m.topic, original=m.value if original is None else original, key=m.key,
                         error=error, partition=m.partition, offset=m.offset)
 
 

@@ -104,12 +104,19 @@ def instruments() -> Instruments:
 
 def watch_lag(app) -> None:
     """``aimass_consumer_lag``: per assigned partition, the fetch high watermark minus the committed offset
-    (from the app's Faust monitor, which tracks both)."""
+    (from the worker's batch consumer, or the Faust monitor, which tracks both for Faust's consumer)."""
     def observe(options):
-        mon = app.monitor
-        ends = dict(getattr(mon, "tp_end_offsets", None) or {})
-        committed = dict(getattr(mon, "tp_committed_offsets", None) or {})
+        own = getattr(app, "aimass_consumer", None)
+        if own is not None:
+            ends = {tp: own.highwater(tp) for tp in own.assignment()}
+            committed = own.committed
+        else:
+            mon = app.monitor
+            ends = dict(getattr(mon, "tp_end_offsets", None) or {})
+            committed = dict(getattr(mon, "tp_committed_offsets", None) or {})
         for tp, end in ends.items():
+            if end is None:
+                continue
             done = committed.get(tp, 0)
             yield metrics.Observation(max(0, end - done), {"topic": tp.topic, "partition": tp.partition,
                                                             "group": app.conf.id})

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from aimass import settings as S
 from aimass import metrics, telemetry
+from aimass.batch_consumer import assignment
 
 WORKERS = {
     "detector": ("aimass_detector.worker", S.DetectorSettings),
     "rules": ("aimass_rules.worker", S.RulesSettings),
     "sink": ("aimass_sink.worker", S.SinkSettings),
     "registry": ("aimass_registry.worker", S.RegistrySettings),
-    "bench-noop": ("aimass.bench.noop", S.Settings),  # the framework's ceiling, for `aimass bench`
+    "bench-noop": ("aimass.bench.noop", S.RulesSettings),  # the plumbing's ceiling, for `aimass bench`
 }
 # `aimass run all` starts these; the registry joins them where its HTTP API has a token (it refuses to
 # start without one), and the demo runs only these.
@@ -76,7 +77,7 @@ def _announce_ready(app, name: str) -> None:
 
     @app.timer(0.2)
     async def announce() -> None:
-        if not marker.exists() and app.consumer.assignment() and is_ready():
+        if not marker.exists() and assignment(app) and is_ready():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             log.info("worker %s ready", name)

@@ -237,8 +237,13 @@ class RegistrySettings(Settings):
 
 
 class SinkSettings(Settings):
-    batch_rows: int = Field(2000, ge=1, description="messages per ClickHouse insert batch, per topic")
-    batch_wait_s: float = Field(0.5, gt=0, description="longest a message waits before its batch is inserted")
+    batch_rows: int = Field(2000, ge=1, description="messages per batch, all topics together; each table gets one "
+                            "ClickHouse insert per batch")
+    batch_wait_s: float = Field(0.5, gt=0, description="longest a batch waits to fill after its first message "
+                                "(adds at most this to the time before a row is queryable)")
+    batch_max_bytes: int = Field(2 * 1024 * 1024, ge=64 * 1024, description="most message bytes per batch (a batch's "
+                                 "rows take several times that in memory while its insert is retried; two batches "
+                                 "are held: one inserting, the next being read)")
     retry_max_s: float = Field(30.0, gt=0, description="longest back-off between insert retries (retries never give up)")
 
 

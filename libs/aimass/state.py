@@ -7,9 +7,10 @@ whoever is assigned input partition p owns state partition p. On assignment, a w
 state partition from its beginning (``ensure``) before it processes that partition's input; on
 revocation it forgets them, and the next owner reads what this one wrote.
 
-Writes go through the Faust app's producer, which Faust flushes before every offset commit, and
-workers write a key's state only after the outputs of the inputs it reflects were delivered. So a
-committed input offset implies its state is stored, and a stored state implies its outputs went out:
+Writes go through the Faust app's producer: ``save`` queues them for Faust, which flushes them before
+its own offset commits (the detector); ``store`` returns the delivery, which a worker committing its
+own offsets awaits first (aimass.batch_consumer). Workers write a key's state only after the outputs
+of the inputs it reflects were delivered. So a committed input offset implies its state is stored, and a stored state implies its outputs went out:
 after a crash, inputs the stored state already reflects are recognised (by the per-key cursors the
 state carries) and skipped, and the rest are processed again, at least once.
 
@@ -142,6 +143,12 @@ class StateTopic:
         before the next offset commit."""
         self._key_partition[key] = partition
         self.topic.send_soon(key=key, value=encode(value), partition=partition)
+
+    async def store(self, partition: int, key: bytes, value: Any):
+        """Send ``value`` as the state of ``key`` now; returns its delivery future (await it before the
+        input it reflects is committed)."""
+        self._key_partition[key] = partition
+        return await self.topic.send(key=key, value=encode(value), partition=partition)
 
     def partition_of(self, key: bytes) -> int:
         """Where the key's input arrived, or, before any did, where the default partitioner puts it."""

@@ -6,7 +6,8 @@ reaches one worker in order, and the engine's state for it is stored in the matc
 (aimass.state) after the violations it led to were delivered. A restarted or rebalanced worker resumes
 each camera's and sensor's streaks and open incidents from there: an intrusion under way when a worker
 dies keeps its one incident. Ticks (silence, "A without B") are judged only for the keys this worker
-owns.
+owns. Input is read in batches by aimass.batch_consumer, whose offsets are committed after the batch's
+violations and states were delivered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import faust
 
 from aimass import contracts, metrics, telemetry
 from aimass.contracts import ContractError, Detections, SensorReading, Violation
+from aimass.batch_consumer import BatchConsumer, attach
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import RulesSettings
 from aimass.site import Site, SiteFileError, load_site, parse_site
@@ -57,7 +59,6 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             ("sensor", contracts.TOPIC_STATE_RULES_SENSORS, contracts.TOPIC_SENSORS, settings.partitions_sensors),
             ("site", contracts.TOPIC_STATE_RULES_SITES, contracts.TOPIC_VIOLATIONS, settings.partitions_violations))}
     counters = Counters()
-    processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset handled
     tracer = telemetry.tracer("aimass.rules")
     m_ = metrics.instruments()
     log.info("rules: site %s with %d cameras, %d sensors, %d rules from %s", site.site.id,
@@ -91,8 +92,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     def owns(source: Source) -> bool:
         return states[source[0]].owns(source[1].encode())
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender, assigned, **kwargs) -> None:
+    async def on_assigned(assigned) -> None:
         for kind, st in states.items():
             for key in st.keys_in(st.assigned(assigned)):
                 engine.forget((kind, key.decode()))  # another worker owns it now
@@ -104,48 +104,81 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 if tp.topic == states[kind].source:
                     asyncio.ensure_future(resume(kind, tp.partition))
 
-    async def process(stream, cls, kind: str, handle):
-        """Evaluate input in batches: every message in order, its violations sent as it is evaluated;
-        at the batch's end the deliveries are awaited, then each source's state is stored once (see
-        aimass.state), and the loop turning acknowledges the batch's offsets."""
-        await caught_up.wait()  # evaluate with the latest applied site file, not the one on disk
-        async for events in stream.take_events(settings.rules_batch_max, within=settings.rules_batch_wait_ms / 1000):
-            pending: list = []
-            touched: dict[str, int] = {}  # source id -> the input partition its state belongs to
-            evaluated = 0
-            for event in events:
-                m = event.message
-                try:
-                    msg = contracts.decode(event.value, cls)
-                    ident = msg.camera_id if cls is Detections else msg.sensor_id
-                    known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
-                    if known is None:
-                        raise ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site file "
-                                            f"{settings.site_file} does not define; add it there or fix the gateway")
-                except ContractError as exc:
-                    counters.dead += 1
-                    if exc.reason == "unknown_source":
-                        counters.unknown += 1
-                    await dead.refuse(event, exc)
-                    continue
-                await resume(kind, m.partition)
-                processed[(m.topic, m.partition)] = m.offset
-                msg.stamps["rules_in"] = contracts.now_ms()
-                ctx = telemetry.extract(m.headers)
-                with tracer.start_as_current_span("rules", context=ctx) as span:
+    inputs = {det_topic.get_topic_name(): (Detections, "camera"), sensor_topic.get_topic_name(): (SensorReading, "sensor")}
+    violations_topic = out_topic.get_topic_name()
+
+    async def evaluate(tp, records, cls, kind: str, pending: list, touched: dict) -> None:
+        """Every message in order, its violations sent as it is evaluated."""
+        await resume(kind, tp.partition)
+        handle = engine.on_detections if cls is Detections else engine.on_reading
+        recording = telemetry.recording()
+        evaluated = 0
+        for r in records:
+            try:
+                msg = contracts.decode(r.value, cls)
+                ident = msg.camera_id if cls is Detections else msg.sensor_id
+                known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
+                if known is None:
+                    raise ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site file "
+                                        f"{settings.site_file} does not define; add it there or fix the gateway")
+            except ContractError as exc:
+                counters.dead += 1
+                if exc.reason == "unknown_source":
+                    counters.unknown += 1
+                await dead.refuse(r, exc)
+                continue
+            msg.stamps["rules_in"] = contracts.now_ms()
+            if recording:
+                with tracer.start_as_current_span("rules", context=telemetry.extract(r.headers)) as span:
                     violations = handle(msg)
                     span.set_attribute("violations", len(violations))
                     ctx = telemetry.trace.set_span_in_context(span)  # violations are children of this evaluation
+            else:  # no span per message that nobody sees; the violations carry the frame's trace on
+                violations = handle(msg)
+                ctx = telemetry.extract(r.headers) if violations else None
+            if violations:
                 pending += await send(violations, ctx)
-                touched[ident] = m.partition
-                evaluated += 1
-            if evaluated:
-                m_.rule_evaluations.add(evaluated, {"source": kind})
-            for f in pending:
-                await f
-            # Stored after the violations they reflect went out (see aimass.state).
-            for ident, partition in touched.items():
-                states[kind].save(partition, ident.encode(), engine.export_state((kind, ident)))
+            touched[(kind, ident)] = tp.partition
+            evaluated += 1
+        if evaluated:
+            m_.rule_evaluations.add(evaluated, {"source": kind})
+        if cls is Detections:
+            counters.detections += evaluated
+        else:
+            counters.readings += evaluated
+
+    async def correlate(tp, records, pending: list, touched: dict) -> None:
+        """Correlation: every violation event of the site, this worker's own included."""
+        await resume("site", tp.partition)
+        for r in records:
+            try:
+                v = contracts.decode(r.value, Violation)
+            except ContractError as exc:
+                counters.dead += 1
+                await dead.refuse(r, exc)
+                continue
+            if v.site_id != engine.site.site.id:
+                continue
+            pending += await send(engine.on_violation(v), telemetry.extract(r.headers))
+            touched[("site", v.site_id)] = tp.partition
+
+    async def handle(batch) -> None:
+        """A batch of input: violations are sent as they are raised; at the end their deliveries are
+        awaited, then each source's state is stored once (see aimass.state) and that delivery awaited;
+        the batch consumer commits the offsets after."""
+        pending: list = []
+        touched: dict[tuple[str, str], int] = {}  # (kind, source id) -> the input partition its state belongs to
+        for tp, records in batch.items():
+            if tp.topic == violations_topic:
+                await correlate(tp, records, pending, touched)
+            else:
+                await evaluate(tp, records, *inputs[tp.topic], pending, touched)
+        for f in pending:
+            await f
+        stored = [await states[kind].store(partition, ident.encode(), engine.export_state((kind, ident)))
+                  for (kind, ident), partition in touched.items()]
+        for f in stored:
+            await f
 
     caught_up = asyncio.Event()
 
@@ -173,54 +206,10 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     async def follow_control() -> None:
         await control.follow(settings, on_control, caught_up)
 
-    @app.agent(det_topic)
-    async def on_detections(stream):
-        def handle(d):
-            counters.detections += 1
-            return engine.on_detections(d)
-        await process(stream, Detections, "camera", handle)
-
-    @app.agent(sensor_topic)
-    async def on_sensors(stream):
-        def handle(r):
-            counters.readings += 1
-            return engine.on_reading(r)
-        await process(stream, SensorReading, "sensor", handle)
-
-    @app.agent(out_topic)
-    async def on_violations(stream):
-        """Correlation: every violation event of the site, this worker's own included."""
-        await caught_up.wait()
-        async for event in stream.events():
-            m = event.message
-            try:
-                v = contracts.decode(event.value, Violation)
-            except ContractError as exc:
-                counters.dead += 1
-                await dead.refuse(event, exc)
-                continue
-            if v.site_id != engine.site.site.id:
-                continue
-            await resume("site", m.partition)
-            processed[(m.topic, m.partition)] = m.offset
-            ctx = telemetry.extract(m.headers)
-            await emit(engine.on_violation(v), ctx)
-            states["site"].save(m.partition, v.site_id.encode(), engine.export_state(("site", v.site_id)))
-
-    def backlog(topic: str) -> int:
-        """Messages of ``topic`` on this worker's partitions not processed yet (fetch high watermark minus
-        what was processed or committed); -1 while a partition's high watermark is not known yet."""
-        total = 0
-        for tp in app.consumer.assignment():
-            if tp.topic != topic:
-                continue
-            hw = app.consumer.highwater(tp)
-            if hw is None:
-                return -1
-            done = max(processed.get((tp.topic, tp.partition), -1) + 1,
-                       (app.monitor.tp_committed_offsets or {}).get(tp, 0))
-            total += max(0, hw - done)
-        return total
+    intake = attach(app, BatchConsumer(settings, app.conf.id, [*inputs, violations_topic], handle,
+                                       max_records=settings.rules_batch_max,
+                                       max_wait_s=settings.rules_batch_wait_ms / 1000, on_assigned=on_assigned,
+                                       start_when=caught_up.wait))  # evaluate with the latest applied site file
 
     @app.timer(1.0)
     async def tick() -> None:
@@ -228,15 +217,15 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             return
         # Silence is judged on the worker's clock, so only once the input that could break it is in: a
         # worker catching up after a restart would otherwise call every sensor stale.
-        for topic in (sensor_topic.get_topic_name(), out_topic.get_topic_name()):
-            lag = backlog(topic)
+        for topic in (sensor_topic.get_topic_name(), violations_topic):
+            lag = intake.backlog(topic)
             if lag < 0 or lag > settings.tick_max_backlog:
                 return
         out = engine.on_tick(contracts.now_ms(), owns=owns)
         await emit(out, None)
         for kind, ident in {engine.home_of(v.rule_id) for v in out}:
             st = states[kind]
-            st.save(st.partition_of(ident.encode()), ident.encode(), engine.export_state((kind, ident)))
+            await st.store(st.partition_of(ident.encode()), ident.encode(), engine.export_state((kind, ident)))
 
     @app.timer(10.0)
     async def report() -> None:

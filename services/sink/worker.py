@@ -1,7 +1,8 @@
-"""The sink worker: consumes detections, violations, sensor readings and dead letters, and writes
-them to ClickHouse in batches (size and time bounds). Offsets are acknowledged only after the
-batch's insert succeeded, so a crash or an outage replays the batch; the tables deduplicate replays
-(ReplacingMergeTree keyed by ids from the source)."""
+"""The sink worker: consumes detections, violations, sensor readings, dead letters, model events,
+shadow results and heartbeats, and writes them to ClickHouse in batches (size and time bounds, across
+topics; aimass.batch_consumer). Offsets are committed only after the batch's inserts succeeded, so a
+crash or an outage replays the batch; the tables deduplicate replays (ReplacingMergeTree keyed by ids
+from the source)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aimass import contracts, telemetry
 from aimass.contracts import (ContractError, DeadLetter, Detections, Heartbeat, ModelEvent, SensorReading, ShadowResult,
                               Violation)
 from aimass.clickhouse.users import configured
+from aimass.batch_consumer import BatchConsumer, attach
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.settings import SinkSettings
 from aimass_sink import rows as R
@@ -47,48 +49,50 @@ def build_app(settings: SinkSettings) -> faust.App:
     tracer = telemetry.tracer("aimass.sink")
     user = configured(settings, "sink")  # the insert-only database user, when its password is set
     log.info("sink writes to ClickHouse as %s", f"user {user.name}" if user else "the user of AIMASS_CLICKHOUSE_URL")
-
-    def add_agent(topic_name: str) -> None:
-        cls, tables = ROUTES[topic_name]
-        tracing = topic_name in TRACED  # the message kinds that carry a trace from the gateway
+    routes = {settings.topic(name): (name, *route) for name, route in ROUTES.items()}  # full topic name -> route
+    for _, (cls, tables) in ROUTES.items():
         for table in tables:
             writers[table] = TableWriter(settings.clickhouse_url, table, retry_max_s=settings.retry_max_s, user=user)
 
-        async def agent(stream):
-            async for events in stream.take_events(settings.batch_rows, within=settings.batch_wait_s):
-                t = contracts.now_ms()
-                batch: dict[str, list[tuple]] = {table: [] for table in tables}
-                traced = []  # (trace context, what) of each message, for its insert span
-                for ev in events:
-                    m = ev.message
-                    try:
-                        msg = contracts.decode(ev.value, cls)
-                    except ContractError as exc:
-                        if topic_name == contracts.TOPIC_DEADLETTER:
-                            # A dead letter we cannot read cannot be dead-lettered again (it would loop).
-                            log.error("unreadable dead letter at %s[%d]@%d dropped: %s", m.topic, m.partition, m.offset, exc)
-                        else:
-                            await dead.refuse(ev, exc)
-                        continue
-                    for table, mapper in tables.items():
-                        batch[table].extend(mapper(msg, t))
-                    if tracing:
-                        traced.append((telemetry.extract(m.headers), m.key))
-                # The tables' inserts run at once (each writer has its own connection and thread).
-                await asyncio.gather(*(writers[table].write(rows) for table, rows in batch.items()))
-                # One span per message, child of its trace, timed by the batch's inserts: a frame's trace
-                # ends with the insert that made it queryable.
-                done = contracts.now_ms()
-                for ctx, key in traced:
-                    telemetry.past_span(tracer, "insert", ctx, t, done,
-                                        {"tables": ",".join(tables), "batch.size": len(events)})
-                # take_events acknowledges the events when this loop turns, after the inserts.
+    async def handle(batch):
+        """Rows for the whole batch; returns its inserts, one per table, all tables at once (each writer
+        has its own connection and thread), which run while the next batch is read and mapped. The
+        batch's offsets are committed after they all succeeded."""
+        t = contracts.now_ms()
+        recording = telemetry.recording()  # no span per message that nobody sees
+        rows: dict[str, list[tuple]] = {}
+        traced: dict[str, list] = {}  # tables -> trace context of each traced message, for its insert span
+        for tp, records in batch.items():
+            name, cls, tables = routes[tp.topic]
+            spans = traced.setdefault(",".join(tables), []) if name in TRACED and recording else None
+            for r in records:
+                try:
+                    msg = contracts.decode(r.value, cls)
+                except ContractError as exc:
+                    if name == contracts.TOPIC_DEADLETTER:
+                        # A dead letter we cannot read cannot be dead-lettered again (it would loop).
+                        log.error("unreadable dead letter at %s[%d]@%d dropped: %s", r.topic, r.partition, r.offset, exc)
+                    else:
+                        await dead.refuse(r, exc)
+                    continue
+                for table, mapper in tables.items():
+                    rows.setdefault(table, []).extend(mapper(msg, t))
+                if spans is not None:
+                    spans.append(telemetry.extract(r.headers))
+        size = sum(map(len, batch.values()))
 
-        agent.__name__ = agent.__qualname__ = f"sink_{topic_name.replace('.', '_')}"
-        app.agent(raw_topic(app, settings, topic_name), name=agent.__name__)(agent)
+        async def insert() -> None:
+            await asyncio.gather(*(writers[table].write(table_rows) for table, table_rows in rows.items()))
+            # One span per message, child of its trace, timed by the batch's inserts: a frame's trace ends
+            # with the insert that made it queryable.
+            done = contracts.now_ms()
+            for tables, contexts in traced.items():
+                for ctx in contexts:
+                    telemetry.past_span(tracer, "insert", ctx, t, done, {"tables": tables, "batch.size": size})
+        return insert()
 
-    for name in ROUTES:
-        add_agent(name)
+    attach(app, BatchConsumer(settings, app.conf.id, list(routes), handle, max_records=settings.batch_rows,
+                              max_wait_s=settings.batch_wait_s, max_bytes=settings.batch_max_bytes))
 
     @app.timer(10.0)
     async def report() -> None:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aimass import contracts, telemetry
+from aimass.batch_consumer import assignment
 from aimass.clickhouse.client import query_rows
 from aimass.settings import DetectorSettings, GatewaySettings, RulesSettings, SinkSettings
 from aimass.site import load_site
@@ -31,11 +32,9 @@ E2E_SITE = Path(__file__).parents[1] / "e2e" / "site.yaml"
 def spans():
     """The in-memory exporter on this process's tracer provider."""
     exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
         telemetry.setup("aimass-test")
-        provider = trace.get_tracer_provider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.add_span_processor(SimpleSpanProcessor(exporter))
     yield exporter
     exporter.shutdown()
 
@@ -83,7 +82,7 @@ def test_one_frame_s_spans_form_one_trace_from_gateway_to_sink(ns, ns_ch, spans)
     for a in apps:
         a.start()
     try:
-        wait_until(lambda: all(a.app.consumer.assignment() for a in apps) and apps[0].app.aimass_ready()
+        wait_until(lambda: all(assignment(a.app) for a in apps) and apps[0].app.aimass_ready()
                    and apps[1].app.aimass_ready(), 90, "the three workers to have partitions and be ready")
         cam = load_site(E2E_SITE).camera("cam-in")
         renderer = SceneRenderer(cam)

@@ -69,7 +69,7 @@ def test_interleave_round_robins_cameras():
 RESULTS = {
     "detector": {"pipeline_fps": 38.0, "bare_session_fps": 50.0, "efficiency": 0.76, "goal": 0.85},
     "rules": {"worker_msgs_per_s": 1000, "raw_msgs_per_s": 150000, "ratio": 0.007, "goal": 0.5,
-              "goal_msgs_per_s": 20000, "faust_noop_msgs_per_s": 6000},
+              "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000},
     "sink": {"sink_rows_per_s": 90000, "raw_rows_per_s": 100000, "ratio": 0.9, "goal": 0.8},
     "latency": {"cameras": 4, "fps_per_camera": 4.8, "capacity_fps": 38.0,
                 "stages_ms": {"decode": {"p50": 2.0, "p95": 3.0, "p99": 4.0}},

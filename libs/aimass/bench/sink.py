@@ -19,7 +19,7 @@ from aimass.settings import SinkSettings
 
 @dataclass
 class SinkOptions:
-    per_camera: int = 5000
+    per_camera: int = 15000
     cameras: int = 4
     objects: int = 3
 
@@ -57,7 +57,9 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
     raw_ns = fleet.namespace("sink_raw")  # its own tables: the sink's replacing merges see only its rows
     rows, raw_before = raw_insert(raw_ns.clickhouse_url, messages, settings.batch_rows)
     w = ns.start("sink")
-    rate = probe.steady_rate(lambda: probe.counter(w.metrics_port, "aimass_sink_rows"), rows, 300, alive=w.alive)
+    # Sampled often: the counter moves a whole batch (batch_rows messages, 4 rows each) at a time.
+    rate = probe.steady_rate(lambda: probe.counter(w.metrics_port, "aimass_sink_rows"), rows, 300, interval_s=0.05,
+                             alive=w.alive)
     rss = probe.rss_mb(w.proc.pid)
     ns.stop()
     _, raw_after = raw_insert(raw_ns.clickhouse_url, messages, settings.batch_rows)
