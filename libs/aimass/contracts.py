@@ -372,8 +372,12 @@ def _check(msg: Message) -> None:
             if len(objects) > MAX_OBJECTS_PER_FRAME:
                 raise ContractError("too_large", f"{len(objects)} objects; the limit is {MAX_OBJECTS_PER_FRAME}")
             for o in objects:
-                for name in ("score", "x1", "y1", "x2", "y2"):
-                    _finite(name, getattr(o, name))
+                # One test for the usual case; a NaN or an infinity in any of them makes the sum one.
+                if not math.isfinite(o.score + o.x1 + o.y1 + o.x2 + o.y2):
+                    for name in ("score", "x1", "y1", "x2", "y2"):
+                        _finite(name, getattr(o, name))
+                    raise ContractError("bad_value", f"object values {o.score}, {o.x1}, {o.y1}, {o.x2}, {o.y2} "
+                                                     "overflow: a score and box corners in 0..1 are expected")
     elif isinstance(msg, Heartbeat):
         _check_id("gateway_id", msg.gateway_id)
         if len(msg.camera_id) > MAX_ID_LEN or len(msg.last_error) > MAX_ERROR_LEN:

@@ -64,6 +64,22 @@ def test_non_finite_readings_are_refused(value):
     assert e.value.reason == "bad_value"
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("x2", math.nan, "x2 is nan"), ("score", math.inf, "score is inf"),
+    ("x1", 1e308, "overflow"),  # finite each, but no box corner in 0..1 looks like this
+])
+def test_non_finite_object_values_are_refused_naming_the_value(field, value, says):
+    o = DetectedObject("person", 0, 0.9, 0.1, 0.1, 0.2, 0.2)
+    setattr(o, field, value)
+    if field == "x1":
+        o.y1 = 1e308  # the sum overflows
+    d = Detections(site_id="s", camera_id="c", seq=1, captured_ms=1.7e12, width=640, height=480, model_name="m",
+                   model_version="1", objects=[DetectedObject("car", 2, 0.5, 0, 0, 1, 1), o])
+    with pytest.raises(ContractError, match=says) as e:
+        contracts.decode(contracts.encode(d), Detections)
+    assert e.value.reason == "bad_value"
+
+
 @pytest.mark.parametrize("captured_ms, says", [
     (0.0, "before 2000"),                                   # a gateway that booted without a clock
     (math.nan, "finite"),
