@@ -16,6 +16,7 @@ same key's state at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -179,6 +180,14 @@ class BatchConsumer(mode.Service):
             self._commit_soon(offsets)
         else:
             self._finishing = (asyncio.ensure_future(rest), offsets)
+
+    @contextlib.asynccontextmanager
+    async def between_batches(self):
+        """Hold the consumer between two batches, none in hand or finishing: for work that must not
+        interleave with a batch's (the rules' clock ticks store states too)."""
+        async with self._busy:
+            await self._settle()
+            yield
 
     async def _settle(self) -> None:
         """Wait for the batch whose rest is running, then commit it (the caller holds ``_busy``)."""

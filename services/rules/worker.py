@@ -221,11 +221,13 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             lag = intake.backlog(topic)
             if lag < 0 or lag > settings.tick_max_backlog:
                 return
-        out = engine.on_tick(contracts.now_ms(), owns=owns)
-        await emit(out, None)
-        for kind, ident in {engine.home_of(v.rule_id) for v in out}:
-            st = states[kind]
-            await st.store(st.partition_of(ident.encode()), ident.encode(), engine.export_state((kind, ident)))
+        # Between batches: a state stored here must not reflect input whose violations are still on the way.
+        async with intake.between_batches():
+            out = engine.on_tick(contracts.now_ms(), owns=owns)
+            await emit(out, None)
+            for kind, ident in {engine.home_of(v.rule_id) for v in out}:
+                st = states[kind]
+                await st.store(st.partition_of(ident.encode()), ident.encode(), engine.export_state((kind, ident)))
 
     @app.timer(10.0)
     async def report() -> None:

@@ -146,3 +146,33 @@ def test_a_batch_s_rest_overlaps_the_next_batch_and_is_committed_only_when_it_fi
 
     asyncio.run(run())
     assert sum(handled) == 300
+
+
+def test_work_between_batches_waits_for_the_batch_in_hand(ns):
+    _produce(ns, 50)
+    release, entered = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def handle(batch):
+        order.append("batch")
+        await release.wait()  # a batch whose outputs are still on the way
+        order.append("batch done")
+
+    async def run() -> None:
+        c = _consumer(ns, "g", handle)
+        await c.start()
+        await _until(lambda: order, 30, "a batch in hand")
+
+        async def tick() -> None:
+            async with c.between_batches():
+                order.append("tick")
+                entered.set()
+        t = asyncio.ensure_future(tick())
+        await asyncio.sleep(0.3)  # time for the tick to get in, were it not held (not a readiness wait)
+        assert not entered.is_set()
+        release.set()
+        await asyncio.wait_for(t, 10)
+        await c.stop()
+
+    asyncio.run(run())
+    assert order.index("tick") > order.index("batch done")
