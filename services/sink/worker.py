@@ -50,7 +50,7 @@ def build_app(settings: SinkSettings) -> faust.App:
     user = configured(settings, "sink")  # the insert-only database user, when its password is set
     log.info("sink writes to ClickHouse as %s", f"user {user.name}" if user else "the user of AIMASS_CLICKHOUSE_URL")
     routes = {settings.topic(name): (name, *route) for name, route in ROUTES.items()}  # full topic name -> route
-    for _, (cls, tables) in ROUTES.items():
+    for _, tables in ROUTES.values():
         for table in tables:
             writers[table] = TableWriter(settings.clickhouse_url, table, retry_max_s=settings.retry_max_s, user=user)
 
