@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from aimass.kafka import client_options
+from aimass.kafka import reader
 from aimass.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,13 +98,12 @@ class BatchConsumer(mode.Service):
     # --- lifecycle (mode.Service) ---
     async def on_start(self) -> None:
         s = self.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=self.group, enable_auto_commit=False,
+        self.consumer = reader(
+            s, group_id=self.group,
             auto_offset_reset="earliest",  # a new group reads what was produced before its first start
             session_timeout_ms=int(s.kafka_session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.kafka_heartbeat_s * 1000),
-            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms, max_partition_fetch_bytes=s.kafka_max_partition_fetch_bytes,
-            **client_options(s))
+            max_partition_fetch_bytes=s.kafka_max_partition_fetch_bytes)
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         await self.consumer.start()
 
@@ -225,8 +224,8 @@ class BatchConsumer(mode.Service):
 
     async def flush_commits(self) -> None:
         """Commit what is queued, and wait for that and the commit under way."""
-        if self._to_commit and (self._committing is None or self._committing.done()):
-            self._committing = asyncio.ensure_future(self._commit_all())
+        if self._to_commit:
+            self._commit_soon({})
         if self._committing is not None:
             await self._committing
 

@@ -195,8 +195,9 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
 
 
 def reader(settings: Settings, *topics: str, **options) -> AIOKafkaConsumer:
-    """A consumer outside any consumer group, which commits nothing (the state and control readers, the
-    bench's baselines and watchers); ``options`` add or override aiokafka's."""
+    """A consumer with the project's client settings (servers, security, fetch wait); by default outside
+    any consumer group and committing nothing (the state and control readers, the bench's baselines and
+    watchers). ``options`` add or override aiokafka's: aimass.batch_consumer gives it its group."""
     return AIOKafkaConsumer(*topics, **{"bootstrap_servers": settings.kafka_bootstrap, "group_id": None,
                                         "enable_auto_commit": False,
                                         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
