@@ -20,12 +20,11 @@ def feet(objects: list[DetectedObject]) -> list[tuple[float, float]]:
     return [bottom_centre(o.x1, o.y1, o.x2, o.y2) for o in objects]
 
 
-def in_zone(objects: list[DetectedObject], polygon: np.ndarray, sides: list | None = None) -> list[DetectedObject]:
-    """The objects whose feet stand in ``polygon`` (``sides``: its ``edges``, when the caller keeps them)."""
+def in_zone(objects: list[DetectedObject], polygon: np.ndarray, sides: list) -> list[DetectedObject]:
+    """The objects whose feet stand in ``polygon``, whose ``edges`` are ``sides``."""
     if not objects:
         return []
     if len(objects) <= 8:  # a frame's few objects: plain floats, no numpy call (see geometry.SMALL_PAIRS)
-        sides = sides if sides is not None else edges(polygon)
         return [o for o in objects if point_in(*bottom_centre(o.x1, o.y1, o.x2, o.y2), sides)]
     inside = points_in_polygon(bottom_centres([(o.x1, o.y1, o.x2, o.y2) for o in objects]), polygon)
     return [o for o, ok in zip(objects, inside) if ok]

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-
 from aimass.contracts import DetectedObject, Detections, Violation
 from aimass.site import LeftBehindRule, StoppedRule
 from aimass_rules.evaluator import Incident, update_due, violation_id
