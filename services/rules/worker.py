@@ -47,8 +47,6 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     app = make_app(SERVICE, settings)
     site = site or load_site(settings.site_file)
     engine = RuleEngine(site)
-    det_topic = raw_topic(app, settings, contracts.TOPIC_DETECTIONS)
-    sensor_topic = raw_topic(app, settings, contracts.TOPIC_SENSORS)
     out_topic = raw_topic(app, settings, contracts.TOPIC_VIOLATIONS)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     control_topic = settings.topic(contracts.TOPIC_CONTROL_RULES)
@@ -104,7 +102,9 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 if tp.topic == states[kind].source:
                     asyncio.ensure_future(resume(kind, tp.partition))
 
-    inputs = {det_topic.get_topic_name(): (Detections, "camera"), sensor_topic.get_topic_name(): (SensorReading, "sensor")}
+    # Full topic name -> what it carries and whose state it feeds; violations come back for correlation.
+    sensors_topic = settings.topic(contracts.TOPIC_SENSORS)
+    inputs = {settings.topic(contracts.TOPIC_DETECTIONS): (Detections, "camera"), sensors_topic: (SensorReading, "sensor")}
     violations_topic = out_topic.get_topic_name()
 
     async def evaluate(tp, records, cls, kind: str, pending: list, touched: dict) -> None:
@@ -217,7 +217,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
             return
         # Silence is judged on the worker's clock, so only once the input that could break it is in: a
         # worker catching up after a restart would otherwise call every sensor stale.
-        for topic in (sensor_topic.get_topic_name(), violations_topic):
+        for topic in (sensors_topic, violations_topic):
             lag = intake.backlog(topic)
             if lag < 0 or lag > settings.tick_max_backlog:
                 return
