@@ -251,6 +251,15 @@ class DeadLetterSender:
         await self.send(source_topic=m.topic, original=m.value if original is None else original, key=m.key,
                         error=error, partition=m.partition, offset=m.offset)
 
+    async def decoded(self, received, cls):
+        """``received`` (a Faust event or an aiokafka ConsumerRecord) decoded as contract ``cls``; None
+        after refusing it (``refuse``, with the decoder's reason) when it is not one."""
+        try:
+            return contracts.decode(getattr(received, "message", received).value, cls)
+        except ContractError as exc:
+            await self.refuse(received, exc)
+            return None
+
 
 def event_position(stream) -> tuple[int, int, bytes | None, dict]:
     """(partition, offset, key, headers) of the event a Faust stream is on."""

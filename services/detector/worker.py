@@ -165,11 +165,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
         frames, ctxs = [], []
         for ev in events:
             m = ev.message
-            try:
-                frame = contracts.decode(ev.value, Frame)
-            except ContractError as exc:
+            frame = await dead.decoded(ev, Frame)
+            if frame is None:
                 counters.dead += 1
-                await dead.refuse(ev, exc)
                 continue
             restored = await tracks.ensure(m.partition)
             for key, data in (restored or {}).items():

@@ -114,18 +114,18 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         recording = telemetry.recording()
         evaluated = 0
         for r in records:
-            try:
-                msg = contracts.decode(r.value, cls)
-                ident = msg.camera_id if cls is Detections else msg.sensor_id
-                known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
-                if known is None:
-                    raise ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site file "
-                                        f"{settings.site_file} does not define; add it there or fix the gateway")
-            except ContractError as exc:
+            msg = await dead.decoded(r, cls)
+            if msg is None:
                 counters.dead += 1
-                if exc.reason == "unknown_source":
-                    counters.unknown += 1
-                await dead.refuse(r, exc)
+                continue
+            ident = msg.camera_id if cls is Detections else msg.sensor_id
+            known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
+            if known is None:
+                counters.dead += 1
+                counters.unknown += 1
+                await dead.refuse(r, ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site "
+                                                   f"file {settings.site_file} does not define; add it there or fix "
+                                                   "the gateway"))
                 continue
             msg.stamps["rules_in"] = contracts.now_ms()
             if recording:
@@ -151,11 +151,9 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         """Correlation: every violation event of the site, this worker's own included."""
         await resume("site", tp.partition)
         for r in records:
-            try:
-                v = contracts.decode(r.value, Violation)
-            except ContractError as exc:
+            v = await dead.decoded(r, Violation)
+            if v is None:
                 counters.dead += 1
-                await dead.refuse(r, exc)
                 continue
             if v.site_id != engine.site.site.id:
                 continue
