@@ -193,6 +193,10 @@ class DetectorSettings(Settings):
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="a folder with model.onnx and model.yaml")
     providers: str = Field("", description="comma-separated ONNX Runtime providers; empty = TensorRT, CUDA, CPU as available")
     threads: int = Field(0, ge=0, description="intra-op threads for the CPU provider; 0 = ONNX Runtime's choice")
+    detector_spinning: bool = Field(False, description="let ONNX Runtime's intra-op threads spin while they wait "
+                                    "for work (its default). Off: the worker's prepare thread, the event loop and "
+                                    "the broker share the cores with them, and spinning threads took their time "
+                                    "(bench/README.md)")
     max_batch: int = Field(4, ge=1, le=256, description="frames per inference batch, across cameras")
     max_wait_ms: float = Field(20.0, ge=0, description="longest a frame waits for its batch to fill")
     max_frame_age_s: float = Field(30.0, gt=0, description="frames older than this are skipped and counted, not processed late")

@@ -3,9 +3,10 @@
 It ties the pieces together and adds nothing of its own: model.yaml + sha256 check + ONNX Runtime
 session (model.py), the format's adapter (adapters/), and one run per batch: ``session.run``, or
 on a GPU, IO binding (``BoundRunner``). ``probe`` runs a synthetic batch and checks the real output
-tensors against the format: the model registry refuses an upload that fails it. A ``Detector`` is
-not thread-safe (the adapter reuses its input buffer); ``DetectorPool`` holds several, each with its
-own session, and splits a batch across them.
+tensors against the format: the model registry refuses an upload that fails it. ``detect`` is three
+stages, ``prepare`` (frames into input buffers), ``run`` and ``decode``, which a worker may call on
+different threads for different batches (one ``run`` at a time: IO binding is not thread-safe);
+``DetectorPool`` holds several Detectors, each with its own session, and splits a batch across them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from aimass_detector.adapters.base import DYNAMIC_BATCH_HINT
 from aimass_detector.model import GpuOptions, ModelError, ModelSpec, create_session, load_spec
 from aimass_detector.preprocess import BadImage, decode_jpeg
 
-__all__ = ["Detector", "DetectorPool", "BoundRunner", "BadImage", "decode_jpeg", "use_io_binding"]
+__all__ = ["Detector", "DetectorPool", "Prepared", "BoundRunner", "BadImage", "decode_jpeg", "use_io_binding"]
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 IO_BINDING_MODES = ("auto", "on", "off")
@@ -92,6 +93,24 @@ class BoundRunner:
         return held[1]
 
 
+class Prepared:
+    """A batch ready to run: its feeds, and the sizes of its frames (to map boxes back). Its input
+    buffers go back to the adapter that took them once the run read them (``release``, once)."""
+
+    __slots__ = ("adapter", "feeds", "sizes")
+
+    def __init__(self, adapter: Adapter, feeds: dict[str, np.ndarray], sizes: list[tuple[int, int]]):
+        self.adapter, self.feeds, self.sizes = adapter, feeds, sizes
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def release(self) -> None:
+        if self.feeds is not None:
+            self.adapter.release(self.feeds)
+            self.feeds = None
+
+
 class _Named:
     """The model's identity, from its model.yaml (``spec``)."""
 
@@ -120,16 +139,17 @@ class Detector(_Named):
     @classmethod
     def from_folder(cls, path: str | os.PathLike, providers: Sequence[str] | None = None,
                     threads: int | None = None, gpu: GpuOptions | None = None,
-                    io_binding: str = "auto") -> "Detector":
+                    io_binding: str = "auto", spinning: bool | None = None) -> "Detector":
         """Load ``path/model.yaml`` and ``model.onnx``; raises ``ModelError`` saying what to fix.
-        ``providers`` overrides the TensorRT > CUDA > CPU choice; ``threads`` sets intra-op threads;
-        ``gpu`` configures CUDA/TensorRT; ``io_binding`` is auto, on or off (``use_io_binding``)."""
+        ``providers`` overrides the TensorRT > CUDA > CPU choice; ``threads`` sets intra-op threads and
+        ``spinning`` whether they spin while idle (None: ONNX Runtime's default); ``gpu`` configures
+        CUDA/TensorRT; ``io_binding`` is auto, on or off (``use_io_binding``)."""
         if io_binding not in IO_BINDING_MODES:  # before loading anything
             raise ValueError(f"io_binding {io_binding!r} is not one of {', '.join(IO_BINDING_MODES)}")
         spec = load_spec(path)
         adapter = adapter_for(spec)  # before the session: a bad format fails without loading weights
         gpu = gpu or GpuOptions()
-        session, in_use = create_session(spec, providers=providers, threads=threads, gpu=gpu)
+        session, in_use = create_session(spec, providers=providers, threads=threads, gpu=gpu, spinning=spinning)
         return cls(spec, session, adapter, in_use, io_binding=io_binding, device_id=gpu.device_id)
 
     @property
@@ -154,13 +174,29 @@ class Detector(_Named):
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedObject]]:
         """BGR uint8 frames of any sizes -> per frame, its objects (boxes normalised to that frame),
-        with one run for the whole batch."""
+        with one run for the whole batch: ``prepare``, ``run`` and ``decode`` in turn."""
         if len(images) == 0:
             return []
-        feeds = self.adapter.prepare(images)
+        prepared = self.prepare(images)
+        return self.decode(prepared, self.run(prepared))
+
+    # The three stages of ``detect``, for a worker that runs them on different threads: while the model
+    # runs one batch, the next is prepared and the last decoded, so the run never waits on the CPU work.
+    def prepare(self, images: Sequence[np.ndarray]) -> "Prepared":
+        """Frames -> the model's input feeds, in input buffers of their own (given back by ``run``)."""
+        return Prepared(self.adapter, self.adapter.prepare(images), [(img.shape[1], img.shape[0]) for img in images])
+
+    def run(self, prepared: "Prepared") -> dict[str, np.ndarray]:
+        """One run of a prepared batch: its raw outputs by name. The input buffers are given back after."""
         names = self.adapter.output_names
-        outputs = dict(zip(names, self.infer(names, feeds)))
-        return self.adapter.decode(outputs, [(img.shape[1], img.shape[0]) for img in images])
+        try:
+            return dict(zip(names, self.infer(names, prepared.feeds)))
+        finally:
+            prepared.release()
+
+    def decode(self, prepared: "Prepared", outputs: dict[str, np.ndarray]) -> list[list[DetectedObject]]:
+        """A run's raw outputs -> per frame of the prepared batch, its objects."""
+        return self.adapter.decode(outputs, prepared.sizes)
 
     def infer(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One run of prepared ``feeds`` (``adapter.prepare``), as ``detect`` runs it (``session.run`` or IO
@@ -265,10 +301,10 @@ T = TypeVar("T")
 class DetectorPool(_Named):
     """Several ``Detector``s of one model folder, each with its own session (on one GPU: its own CUDA
     streams and memory arena), used as one. ``detect`` splits a batch into contiguous parts, one per
-    session, runs them at once and joins the results in frame order, so a session's pre- and
-    post-processing on the CPU overlaps another's run on the GPU. Safe to call from several threads:
-    each part takes a free session and gives it back. With one session it is that Detector, with
-    no threads of its own."""
+    session, runs them at once and joins the results in frame order (``prepare``, ``run`` and
+    ``decode`` do that in stages, as a Detector's do). Safe to call from several threads: each part
+    takes a free session and gives it back. With one session it is that Detector, with no threads
+    of its own."""
 
     def __init__(self, detectors: Sequence[Detector]):
         if not detectors:
@@ -323,19 +359,31 @@ class DetectorPool(_Named):
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedObject]]:
         """As ``Detector.detect``; the batch is split across the sessions, results in frame order."""
+        if len(images) == 0:
+            return []
+        parts = self.prepare(images)
+        return self.decode(parts, self.run(parts))
+
+    def prepare(self, images: Sequence[np.ndarray]) -> list[Prepared]:
+        """The batch as contiguous parts, one per session, each prepared (any Detector's adapter does:
+        they are one model's)."""
         images = list(images)
-        parts = split(len(images), self.sessions)
+        return [self.detectors[0].prepare(images[p]) for p in split(len(images), self.sessions)]
+
+    def run(self, parts: Sequence[Prepared]) -> list[dict[str, np.ndarray]]:
+        """Each part on a free session, all at once; their outputs in part order. Raises the first
+        failure once every part finished (no session is still running when this returns or raises)."""
         if len(parts) <= 1:
-            return self._on_free(lambda det: det.detect(images))
-        others = [self._threads.submit(self._on_free, lambda det, p=p: det.detect(images[p])) for p in parts[1:]]
+            return [self._on_free(lambda det: det.run(p)) for p in parts]
+        others = [self._threads.submit(self._on_free, lambda det, p=p: det.run(p)) for p in parts[1:]]
         try:
-            first = self._on_free(lambda det: det.detect(images[parts[0]]))
+            first = self._on_free(lambda det: det.run(parts[0]))
         finally:
-            wait(others)  # no session may still be running when this call returns or raises
-        results = list(first)
-        for future in others:
-            results += future.result()  # re-raises a part's failure
-        return results
+            wait(others)
+        return [first] + [future.result() for future in others]  # re-raises a part's failure
+
+    def decode(self, parts: Sequence[Prepared], outputs: Sequence[dict[str, np.ndarray]]) -> list[list[DetectedObject]]:
+        return [objects for part, out in zip(parts, outputs) for objects in self.detectors[0].decode(part, out)]
 
     def _on_free(self, fn: Callable[[Detector], T]) -> T:
         det = self._free.get()  # blocks while every session is busy

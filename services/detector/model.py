@@ -245,10 +245,11 @@ def _provider_options(name: str, gpu: GpuOptions | None = None) -> dict[str, Any
 
 
 def create_session(spec: ModelSpec, providers: Sequence[str] | None = None, threads: int | None = None,
-                   gpu: GpuOptions | None = None):
+                   gpu: GpuOptions | None = None, spinning: bool | None = None):
     """Verify the file and open an ONNX Runtime session. Returns ``(session, providers_in_use)``;
     the latter is what ONNX Runtime actually registered (it drops a GPU provider whose libraries
-    fail to load), so it is what the worker should log. ``gpu`` configures CUDA and TensorRT."""
+    fail to load), so it is what the worker should log. ``gpu`` configures CUDA and TensorRT;
+    ``spinning`` whether idle intra-op threads spin (None: ONNX Runtime's default, they do)."""
     import onnxruntime as ort
 
     verify(spec)
@@ -259,6 +260,8 @@ def create_session(spec: ModelSpec, providers: Sequence[str] | None = None, thre
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1  # one graph branch at a time; the parallelism is intra-op
+    if spinning is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     try:
         session = ort.InferenceSession(str(spec.onnx_path), sess_options=opts,
                                        providers=[(p, _provider_options(p, gpu)) for p in chosen])

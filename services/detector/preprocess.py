@@ -8,6 +8,7 @@ not allocate a new multi-megabyte tensor each time.
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import cv2
@@ -124,12 +125,32 @@ def _check_bgr(img: np.ndarray, i: int) -> None:
                        f"{getattr(img, 'dtype', '')}")
 
 
-def buffer_for(buf: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """``buf`` if it can hold a batch of ``shape`` (its first dim is a capacity), else a new one.
-    Callers keep the returned buffer and pack into ``buf[:n]``."""
-    if buf is None or buf.dtype != dtype or buf.shape[1:] != tuple(shape[1:]) or buf.shape[0] < shape[0]:
+class InputBuffers:
+    """The input batch tensors of one model, reused across batches: ``take`` hands out a free buffer that
+    fits (a slice of it) or a new one, ``give`` takes it back once the batch's run is over. The worker
+    prepares a batch while the one before it runs, so two or three are out at once; a buffer is never
+    handed out again before it came back. Thread-safe: batches are prepared on one thread and run on
+    another."""
+
+    KEEP = 4  # buffers kept for reuse; more come back only after an unusual burst
+
+    def __init__(self):
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if buf.dtype == dtype and buf.shape[1:] == tuple(shape[1:]) and buf.shape[0] >= shape[0]:
+                    return self._free.pop(i)[:shape[0]]
         return np.empty(shape, dtype)
-    return buf
+
+    def give(self, arr: np.ndarray) -> None:
+        buf = arr if arr.base is None else arr.base  # the whole buffer behind a batch's slice
+        with self._lock:
+            if len(self._free) < self.KEEP and all(b is not buf for b in self._free):
+                self._free.append(buf)
 
 
 def _out(out: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -147,7 +168,7 @@ def pack_nchw(images: Sequence[np.ndarray], width: int, height: int, mean: Seque
     channel into float32 [N, 3, H, W].
 
     ``mean``/``std`` are in the model's channel order (``rgb`` flips BGR to RGB). ``out``, when given,
-    must have exactly that shape (e.g. ``buffer_for(...)[:n]``, reused across batches); it is returned.
+    must have exactly that shape (e.g. one from ``InputBuffers.take``, reused across batches); it is returned.
     """
     n = len(images)
     out = _out(out, (n, 3, height, width), np.float32)

@@ -6,11 +6,14 @@ go on) and installed in one assignment between batches (``install``): each frame
 one revision. A revision whose models do not all load is refused as a whole and the old one keeps
 serving.
 
-``run_batch`` (in the inference thread) decodes and runs each model's share of a batch: a frame goes
-to the model its camera's group routes it to (active or canary), and, where the group has a shadow,
-also to the shadow, whose results are only compared. A model that raises at run time is reported in
-the result (``failed``) with the frames it left unserved, so the worker can withdraw it from the
-routing and serve them with the fallback: no frame is lost and none is served twice.
+A batch goes through three stages, each model's share of it at once: ``prepare_batch`` (JPEG decode
+and input tensors, on the prepare thread), ``run_batch`` (the model runs, on the inference thread) and
+``finish_batch`` (outputs to objects, on the prepare thread again), so the inference thread only runs
+models: while it runs one batch, the next is prepared and the last one decoded. A frame goes to the
+model its camera's group routes it to (active or canary), and, where the group has a shadow, also to
+the shadow, whose results are only compared. A model that raises is reported in the result
+(``failed``) with the frames it left unserved, so the worker can withdraw it from the routing and
+serve them with the fallback: no frame is lost and none is served twice.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +46,7 @@ def detector_options(settings) -> dict:
                           cudnn_conv_algo_search=settings.detector_cudnn_conv_algo_search,
                           trt_fp16=settings.detector_trt_fp16),
         "io_binding": settings.detector_io_binding,
+        "spinning": settings.detector_spinning,
     }
 
 
@@ -142,62 +147,108 @@ class BatchResult:
     images: list[np.ndarray | None] = field(default_factory=list)  # decoded frames, for a re-run of the unserved
 
 
-def decode_batch(models: dict[str, Model], serve: dict[str, list[int]], frames: list[Frame]) -> list[np.ndarray | None]:
-    """Each served frame's JPEG decoded for its model (blocking: the decode thread, so a batch decodes
-    while the one before it runs on the inference thread). None where it fails: ``run_batch`` tries
-    again and records why."""
-    images: list[np.ndarray | None] = [None] * len(frames)
-    for model, idx in serve.items():
-        for i in idx:
-            try:
-                images[i] = models[model].decode_jpeg(frames[i].jpeg)
-            except BadImage:
-                pass
-    return images
+@dataclass
+class Share:
+    """One model's part of a batch (the frames routed to it, or shadowed by it), through the stages."""
+    model: str
+    indexes: list[int]  # the batch's frames it runs, in order
+    shadow: bool = False
+    prepared: Any = None  # what the model's ``prepare`` returned
+    outputs: Any = None  # what its ``run`` returned
+    error: str | None = None  # why the model failed on it
+    started_ms: float = 0.0  # its run's start and end
+    ended_ms: float = 0.0
+    seconds: float = 0.0
 
 
-def run_batch(models: dict[str, Model], serve: dict[str, list[int]], shadow: dict[str, list[int]],
-              frames: list[Frame], images: list[np.ndarray | None] | None = None) -> BatchResult:
-    """Decode and run each model's share (blocking: the inference thread). ``images`` carries frames
-    already decoded (a re-run after a failure), None entries to decode."""
-    result = BatchResult([Served() for _ in frames])
+@dataclass
+class PreparedBatch:
+    shares: list[Share]
+    images: list[np.ndarray | None]
+    bad: dict[int, BadImage]  # frames whose JPEG could not be decoded, and why
+
+
+def _failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def prepare_batch(models: dict[str, Model], serve: dict[str, list[int]], shadow: dict[str, list[int]],
+                  frames: list[Frame], images: list[np.ndarray | None] | None = None) -> PreparedBatch:
+    """Stage 1 (the prepare thread): decode each served frame's JPEG and prepare each model's share of
+    the batch. ``images`` carries frames already decoded (a re-run after a failure); a frame whose JPEG
+    fails is in no share and recorded with the reason."""
     images = list(images) if images is not None else [None] * len(frames)
+    bad: dict[int, BadImage] = {}
     for model, idx in serve.items():
-        det = models[model]
         for i in idx:
-            if images[i] is None and result.served[i].bad_image is None:
+            if images[i] is None and i not in bad:
                 try:
-                    images[i] = det.decode_jpeg(frames[i].jpeg)
+                    images[i] = models[model].decode_jpeg(frames[i].jpeg)
                 except BadImage as exc:
-                    result.served[i].bad_image = exc
-        ok = [i for i in idx if images[i] is not None]
-        # Stamped "decoded" when the run starts, so decoded -> inferred is the model alone (the per-version
-        # latency); a batch decoded ahead (decode_batch) has its wait counted in the decode stage.
-        decoded = now_ms()
-        if not ok:
+                    bad[i] = exc
+    shares = [Share(model, [i for i in idx if images[i] is not None]) for model, idx in serve.items()]
+    shares += [Share(model, [i for i in idx if images[i] is not None], shadow=True)
+               for model, idx in shadow.items() if model in models]
+    for share in shares:
+        if share.indexes:
+            try:
+                share.prepared = models[share.model].prepare([images[i] for i in share.indexes])
+            except Exception as exc:  # counts as the model failing on these frames
+                share.error = _failure(exc)
+    return PreparedBatch(shares, images, bad)
+
+
+def run_batch(models: dict[str, Model], batch: PreparedBatch) -> None:
+    """Stage 2 (the inference thread): one run per prepared share, timed; a model that raises (ONNX
+    Runtime has its own exception types: any of them) is recorded on its share."""
+    for share in batch.shares:
+        if share.prepared is None:
             continue
+        # The run's start is the frames' "decoded" stamp, so decoded -> inferred is the model alone (the
+        # per-version latency); a batch prepared ahead has its wait counted in the decode stage.
+        share.started_ms, t0 = now_ms(), time.perf_counter()
         try:
-            outputs = det.detect([images[i] for i in ok])
-        except Exception as exc:  # ONNX Runtime raises its own types; any of them means this model failed
-            result.failed[model] = f"{type(exc).__name__}: {exc}"[:2000]
-            result.unserved += ok
-            continue
-        inferred = now_ms()
-        for i, objects in zip(ok, outputs):
-            result.served[i] = Served(model, objects, None, decoded, inferred, len(ok))
-    for model, idx in shadow.items():
-        ok = [i for i in idx if images[i] is not None and result.served[i].objects is not None]
-        if not ok or model not in models:
-            continue
-        t0 = time.perf_counter()
-        try:
-            outputs = models[model].detect([images[i] for i in ok])
+            share.outputs = models[share.model].run(share.prepared)
         except Exception as exc:
-            result.failed[model] = f"{type(exc).__name__}: {exc}"[:2000]
+            share.error = _failure(exc)
+        share.ended_ms, share.seconds = now_ms(), time.perf_counter() - t0
+
+
+def finish_batch(models: dict[str, Model], batch: PreparedBatch) -> BatchResult:
+    """Stage 3 (the prepare thread): each share's outputs decoded into objects. A model that failed
+    (prepare, run or decode) is reported (``failed``) with the frames it left unserved, so the worker
+    can serve them with the fallback; a shadow's results are kept for served frames only."""
+    result = BatchResult([Served(bad_image=batch.bad.get(i)) for i in range(len(batch.images))], images=batch.images)
+    for share in batch.shares:
+        objects = None
+        if share.outputs is not None and share.error is None:
+            try:
+                objects = models[share.model].decode(share.prepared, share.outputs)
+            except Exception as exc:
+                share.error = _failure(exc)
+        if share.error is not None:
+            result.failed[share.model] = share.error
+            if not share.shadow:
+                result.unserved += share.indexes
             continue
-        result.shadows.append(ShadowRun(model, ok, outputs, time.perf_counter() - t0))
-    result.images = images
+        if objects is None:
+            continue
+        if share.shadow:
+            kept = [(i, o) for i, o in zip(share.indexes, objects) if result.served[i].objects is not None]
+            if kept:
+                result.shadows.append(ShadowRun(share.model, [i for i, _ in kept], [o for _, o in kept], share.seconds))
+            continue
+        for i, o in zip(share.indexes, objects):
+            result.served[i] = Served(share.model, o, None, share.started_ms, share.ended_ms, len(share.indexes))
     return result
+
+
+def serve_batch(models: dict[str, Model], serve: dict[str, list[int]], shadow: dict[str, list[int]],
+                frames: list[Frame], images: list[np.ndarray | None] | None = None) -> BatchResult:
+    """The three stages in the calling thread: a re-run of the frames a failed model left."""
+    batch = prepare_batch(models, serve, shadow, frames, images)
+    run_batch(models, batch)
+    return finish_batch(models, batch)
 
 
 def agreement(a: list[DetectedObject], b: list[DetectedObject], min_iou: float = 0.5) -> tuple[int, float]:

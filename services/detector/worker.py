@@ -2,11 +2,13 @@
 model version its camera is routed to (serving.py), tracks objects per camera, produces one
 ``detections`` message per frame (and ``shadow`` results where a shadow model runs).
 
-Decode and inference run in one worker thread (ONNX Runtime and simplejpeg release the GIL), so the
-event loop keeps heartbeating while a batch runs; new model versions load in a second thread beside
-it. A batch's output messages are delivered before the batch's input offsets are acknowledged: at
-least once, and a crash replays the batch. Batches overlap by one: the next runs on the inference
-thread while this one's outputs are tracked, sent and delivered, so the model never waits on Kafka.
+A batch's JPEG decode and input tensors, and its outputs' decoding, run on a prepare thread; the model
+runs on an inference thread that does nothing else, so while it runs one batch the next is prepared
+(ONNX Runtime, simplejpeg and OpenCV release the GIL, and the event loop keeps heartbeating); new
+model versions load in a third thread beside them. A batch's output messages are delivered before
+the batch's input offsets are acknowledged: at least once, and a crash replays the batch. Batches
+overlap: the next runs on the inference thread while this one's outputs are tracked, sent and
+delivered, so the model never waits on Kafka.
 Each camera's tracker is stored in a state topic after its detections went out (aimass.state), so a
 restarted or rebalanced worker resumes the tracks and skips frames whose detections were already sent.
 
@@ -38,7 +40,8 @@ from aimass.model_store import ModelStore
 from aimass.settings import DetectorSettings
 from aimass.state import StateTopic
 from aimass_detector.model import ModelError, load_spec
-from aimass_detector.serving import ModelSet, agreement, decode_batch, detector_loader, resolver, run_batch
+from aimass_detector.serving import (ModelSet, agreement, detector_loader, finish_batch, prepare_batch, resolver,
+                                     run_batch, serve_batch)
 from aimass_detector.tracker import Trackers
 
 log = logging.getLogger("aimass.detector")
@@ -66,8 +69,8 @@ def build_app(settings: DetectorSettings) -> faust.App:
     shadow_topic = raw_topic(app, settings, contracts.TOPIC_SHADOW)
     events_topic = raw_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")  # runs models, nothing else
+    preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")  # before and after a run
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
     models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir), detector_loader(settings))
     counters = Counters()
@@ -185,8 +188,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
         return frames, ctxs
 
     async def infer(frames: list[Frame], ctxs: list):
-        """Start the batch: decode on the decode thread, then the model runs on the inference thread
-        (both in batch order); returns (its batch span, the future of its BatchResult)."""
+        """Start the batch: prepared on the prepare thread, run on the inference thread, its outputs
+        decoded on the prepare thread (each thread takes batches in order); returns (its batch span, the
+        future of its BatchResult)."""
         loop = asyncio.get_running_loop()
         serve, shadow = models.plan(frames)
         serving = dict(models.models)  # the revision this batch was planned with, whatever is installed next
@@ -195,8 +199,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
         batch_span.set_attribute("batch.size", len(frames))
 
         async def run():
-            images = await loop.run_in_executor(decoder, decode_batch, serving, serve, frames)
-            return await loop.run_in_executor(pool, run_batch, serving, serve, shadow, frames, images)
+            batch = await loop.run_in_executor(preparer, prepare_batch, serving, serve, shadow, frames)
+            await loop.run_in_executor(pool, run_batch, serving, batch)
+            return await loop.run_in_executor(preparer, finish_batch, serving, batch)
         return batch_span, asyncio.ensure_future(run())
 
     async def finish(before: asyncio.Future | None, events, frames: list[Frame], ctxs: list, batch_span,
@@ -219,7 +224,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
                         break
                     rerun = [frames[i] for i in result.unserved]
                     serve2, _ = models.plan(rerun)
-                    again = await loop.run_in_executor(pool, run_batch, dict(models.models),
+                    again = await loop.run_in_executor(pool, serve_batch, dict(models.models),
                                                        {m: [result.unserved[j] for j in idx] for m, idx in serve2.items()},
                                                        {}, frames, result.images)
                     for i in result.unserved:

@@ -191,16 +191,22 @@ def test_split_keeps_order_and_sizes_even():
 
 
 class Marker:
-    """A stand-in Detector that labels each frame with its value and who ran it."""
+    """A stand-in Detector: each frame's object carries the frame's value; ``calls`` records the parts it ran."""
 
     def __init__(self, name: str, fail_on: int | None = None):
         self.name, self.fail_on, self.calls = name, fail_on, []
 
-    def detect(self, images):
-        self.calls.append(len(images))
-        if self.fail_on is not None and self.fail_on in [int(img[0, 0, 0]) for img in images]:
+    def prepare(self, images):
+        return [int(img[0, 0, 0]) for img in images]
+
+    def run(self, values):
+        self.calls.append(len(values))
+        if self.fail_on is not None and self.fail_on in values:
             raise RuntimeError(f"session {self.name} failed")
-        return [[DetectedObject(self.name, int(img[0, 0, 0]), 0.5, 0.0, 0.0, 1.0, 1.0)] for img in images]
+        return values
+
+    def decode(self, values, outputs):
+        return [[DetectedObject("person", v, 0.5, 0.0, 0.0, 1.0, 1.0)] for v in outputs]
 
 
 def _img(v: int) -> np.ndarray:
@@ -248,17 +254,23 @@ def test_settings_reach_the_sessions(monkeypatch):
     monkeypatch.setenv("AIMASS_DETECTOR_TRT_FP16", "true")
     monkeypatch.setenv("AIMASS_PROVIDERS", "cpu")
     monkeypatch.setenv("AIMASS_THREADS", "1")
+    monkeypatch.setenv("AIMASS_DETECTOR_SPINNING", "true")
     settings = DetectorSettings()
     opts = detector_options(settings)
-    assert opts == {"providers": ["cpu"], "threads": 1, "io_binding": "on",
+    assert opts == {"providers": ["cpu"], "threads": 1, "io_binding": "on", "spinning": True,
                     "gpu": GpuOptions(device_id=1, cudnn_conv_algo_search="HEURISTIC", trt_fp16=True)}
     pool = detector_loader(settings)(MODELS / "nanodet-g-416")
     assert pool.sessions == 2 and pool.io_binding and pool.providers == [CPU]
     assert len({id(d.session) for d in pool.detectors}) == 2  # a session each
+    assert {_spinning(d.session) for d in pool.detectors} == {"1"}
     pool.warmup()
     frames = _frames(*pool.input_size)
     single = Detector.from_folder(MODELS / "nanodet-g-416", providers=["cpu"], threads=1)
     assert pool.detect(frames) == single.detect(frames)
+
+
+def _spinning(session) -> str:
+    return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
 
 def test_detector_defaults_keep_the_cpu_path():
@@ -267,6 +279,11 @@ def test_detector_defaults_keep_the_cpu_path():
             settings.detector_cudnn_conv_algo_search, settings.detector_trt_fp16) == ("auto", 1, 0, "HEURISTIC", False)
     det = Detector.from_folder(MODELS / "nanodet-g-416", providers=["cpu"], threads=1)
     assert det.io_binding is False
+    # The worker's threads do not spin (they share the cores with its prepare thread); bare sessions
+    # keep ONNX Runtime's default.
+    assert _spinning(detector_loader(settings)(MODELS / "nanodet-g-416").detectors[0].session) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        _spinning(det.session)  # nothing set: ONNX Runtime's default
 
 
 def test_sessions_setting_is_bounded(monkeypatch):

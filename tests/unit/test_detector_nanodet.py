@@ -187,6 +187,23 @@ def test_real_nanodet_loads_and_runs_batch_1_and_3(det_nanodet):
     assert det_nanodet.detect([]) == []
 
 
+def test_real_nanodet_in_stages_matches_detect_with_batches_prepared_ahead(det_nanodet):
+    # The worker prepares a batch while the one before it runs: two prepared batches must not share
+    # an input buffer, and a buffer given back after a run is reused by the next batch.
+    rng = np.random.default_rng(3)
+    first = [rng.integers(0, 256, (384, 512, 3), np.uint8) for _ in range(2)]
+    second = [rng.integers(0, 256, (480, 640, 3), np.uint8)]
+    expected = det_nanodet.detect(first), det_nanodet.detect(second)
+    name = det_nanodet.adapter.input_name
+    a, b = det_nanodet.prepare(first), det_nanodet.prepare(second)
+    assert not np.shares_memory(a.feeds[name], b.feeds[name])
+    buffer = a.feeds[name]
+    out_a, out_b = det_nanodet.run(a), det_nanodet.run(b)
+    assert a.feeds is None and b.feeds is None  # given back by the run
+    assert (det_nanodet.decode(a, out_a), det_nanodet.decode(b, out_b)) == expected
+    assert np.shares_memory(det_nanodet.prepare(first).feeds[name], buffer)
+
+
 def _draw_stop_sign(img, cx, cy, r):
     k = np.arange(8)
     pts = np.stack([cx + r * np.cos(np.pi / 8 + k * np.pi / 4), cy + r * np.sin(np.pi / 8 + k * np.pi / 4)], 1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from aimass_detector.preprocess import (
-    MAX_IMAGE_PIXELS, BadImage, buffer_for, decode_jpeg, pack_nchw, pack_nhwc_uint8, resize)
+    MAX_IMAGE_PIXELS, BadImage, InputBuffers, decode_jpeg, pack_nchw, pack_nhwc_uint8, resize)
 
 NANODET_MEAN = (103.53, 116.28, 123.675)
 NANODET_STD = (57.375, 57.12, 58.395)
@@ -46,14 +46,30 @@ def test_nchw_nanodet_values_and_rgb_order():
 def test_batch_of_different_sizes_resized_into_one_reused_buffer():
     a = np.full((480, 640, 3), 7, np.uint8)
     b = np.full((100, 50, 3), 9, np.uint8)
-    buf = buffer_for(None, (4, 3, 32, 64), np.float32)
+    buffers = InputBuffers()
+    buf = buffers.take((4, 3, 32, 64), np.float32)
     out = pack_nchw([a, b], 64, 32, (0, 0, 0), (1, 1, 1), out=buf[:2])
     assert out.shape == (2, 3, 32, 64) and np.shares_memory(out, buf)
     assert np.all(out[0] == 7) and np.all(out[1] == 9)
-    assert buffer_for(buf, (3, 3, 32, 64), np.float32) is buf  # fits: reused
-    assert buffer_for(buf, (5, 3, 32, 64), np.float32) is not buf  # too small: replaced
     with pytest.raises(ValueError):
         pack_nchw([a], 64, 32, (0, 0, 0), (1, 1, 1), out=buf[:2])  # wrong batch size
+
+
+def test_input_buffers_are_reused_only_once_given_back():
+    buffers = InputBuffers()
+    first = buffers.take((4, 3, 8, 8), np.float32)
+    second = buffers.take((4, 3, 8, 8), np.float32)
+    assert not np.shares_memory(first, second)  # both out at once: a batch prepared while one runs
+    buffers.give(first[:2])  # a batch's slice gives back the whole buffer
+    again = buffers.take((3, 3, 8, 8), np.float32)
+    assert again.shape == (3, 3, 8, 8) and np.shares_memory(again, first)  # fits: reused
+    assert not np.shares_memory(buffers.take((3, 3, 8, 8), np.float32), first)  # out again: not handed twice
+    buffers.give(again)
+    assert not np.shares_memory(buffers.take((5, 3, 8, 8), np.float32), first)  # too small: a new one
+    assert buffers.take((4, 3, 8, 8), np.uint8).dtype == np.uint8  # another dtype never takes it
+    for _ in range(10):
+        buffers.give(np.empty((1, 3, 8, 8), np.float32))
+    assert len(buffers._free) == InputBuffers.KEEP
 
 
 def test_nhwc_uint8_rgb():

@@ -10,7 +10,7 @@ from aimass import routing as R
 from aimass.contracts import DetectedObject, Frame
 from aimass_detector.model import ModelError
 from aimass_detector.preprocess import BadImage
-from aimass_detector.serving import ModelSet, agreement, run_batch
+from aimass_detector.serving import ModelSet, agreement, finish_batch, prepare_batch, run_batch, serve_batch
 
 A, B, S = "det:1", "det:2", "shadow:1"
 
@@ -27,11 +27,17 @@ class FakeDetector:
             raise BadImage("not a JPEG")
         return np.zeros((4, 4, 3), np.uint8)
 
-    def detect(self, images):
+    def prepare(self, images):
+        return len(images)
+
+    def run(self, prepared):
         if self.fail:
             raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Reshape: cannot reshape")
-        self.runs.append(len(images))
-        return [[DetectedObject("person", 0, 0.9, 0.1, 0.1, 0.3, 0.5)] for _ in images]
+        self.runs.append(prepared)
+        return prepared
+
+    def decode(self, prepared, outputs):
+        return [[DetectedObject("person", 0, 0.9, 0.1, 0.1, 0.3, 0.5)] for _ in range(outputs)]
 
     def warmup(self):
         pass
@@ -80,18 +86,34 @@ def test_plan_follows_the_routing_per_frame():
     assert shadow == {S: list(range(200))}
 
 
-def test_run_batch_serves_each_frame_once_and_reports_a_failing_model():
+def test_a_batch_serves_each_frame_once_and_reports_a_failing_model():
     models = {A: FakeDetector(A), B: FakeDetector(B, fail=True), S: FakeDetector(S)}
     frames = [frame("c", 0), frame("c", 1, b"bad"), frame("c", 2), frame("c", 3)]
-    res = run_batch(models, {A: [0, 1], B: [2, 3]}, {S: [0, 1, 2]}, frames)
+    # The worker's three stages, as its prepare and inference threads run them.
+    batch = prepare_batch(models, {A: [0, 1], B: [2, 3]}, {S: [0, 1, 2]}, frames)
+    assert models[A].runs == []  # preparing runs nothing
+    run_batch(models, batch)
+    res = finish_batch(models, batch)
     assert [s.model for s in res.served] == [A, "", "", ""]
     assert isinstance(res.served[1].bad_image, BadImage)
     assert res.served[0].batch_size == 1 and models[A].runs == [1]  # the bad JPEG never reached the model
+    assert res.served[0].decoded_ms <= res.served[0].inferred_ms
     assert set(res.failed) == {B} and "Reshape" in res.failed[B] and res.unserved == [2, 3]
-    assert [(r.model, r.indexes) for r in res.shadows] == [(S, [0])]  # shadows only see served frames
+    assert [(r.model, r.indexes) for r in res.shadows] == [(S, [0])]  # shadows only keep served frames
     # The fallback serves the frames left, from the images already decoded.
-    again = run_batch(models, {A: res.unserved}, {}, frames, res.images)
+    again = serve_batch(models, {A: res.unserved}, {}, frames, res.images)
     assert [again.served[i].model for i in (2, 3)] == [A, A] and models[A].runs == [1, 2]
+    assert not again.failed and [s.model for s in again.served[:2]] == ["", ""]
+
+
+def test_a_model_whose_outputs_cannot_be_decoded_fails_like_a_run():
+    class Undecodable(FakeDetector):
+        def decode(self, prepared, outputs):
+            raise ValueError("nanodet outputs do not fit batch 2")
+    models = {A: Undecodable(A), S: Undecodable(S)}
+    res = serve_batch(models, {A: [0, 1]}, {S: [0, 1]}, [frame("c", 0), frame("c", 1)])
+    assert res.unserved == [0, 1] and set(res.failed) == {A, S} and "do not fit" in res.failed[A]
+    assert res.shadows == [] and all(s.objects is None for s in res.served)
 
 
 def test_agreement_pairs_boxes_of_the_same_label():

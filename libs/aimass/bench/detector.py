@@ -30,9 +30,10 @@ def bare(frames: list[workload.EncodedFrame], opts: DetectorOptions, model_dir, 
     from aimass_detector.engine import Detector
     from aimass_detector.serving import detector_options
 
-    # The worker's own options (IO binding, GPU device...), with this run's providers and threads.
+    # The worker's own options (IO binding, GPU device...), with this run's providers and threads, and
+    # ONNX Runtime's own default for spinning threads (on): bare as fast as it goes alone, not as the worker.
     options = {**detector_options(DetectorSettings()), "providers": [p for p in opts.providers.split(",") if p] or None,
-               "threads": opts.threads or None}
+               "threads": opts.threads or None, "spinning": None}
     det = Detector.from_folder(model_dir, **options)
     det.warmup(opts.max_batch)
     images = [det.decode_jpeg(f.jpeg) for f in frames]

@@ -17,7 +17,7 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.model import ModelError, ModelSpec
 from aimass_detector.nms import batched_nms
-from aimass_detector.preprocess import boxes_to_frame, buffer_for, pack_nchw
+from aimass_detector.preprocess import InputBuffers, boxes_to_frame, pack_nchw
 
 Size = tuple[int, int]  # (width, height) of an original frame
 
@@ -59,7 +59,7 @@ class Adapter(ABC):
                              "nothing would ever be detected. Add entries such as 'person: person'.")
         self.resize_mode = spec.input.resize
         self.rgb = spec.input.channels == "RGB"
-        self._buf: np.ndarray | None = None  # the input batch, reused while the batch size allows
+        self.buffers = InputBuffers()  # the image input's batch tensors, taken by prepare, given back by release
 
     @property
     @abstractmethod
@@ -70,10 +70,13 @@ class Adapter(ABC):
         """BGR uint8 frames (any sizes) -> the feeds for one ``session.run`` of the whole batch. This
         default feeds float32 NCHW normalised by model.yaml's mean and std; formats fed otherwise
         override it."""
-        n = len(images)
-        self._buf = buffer_for(self._buf, (n, 3, self.height, self.width), np.float32)
+        out = self.buffers.take((len(images), 3, self.height, self.width), np.float32)
         return {self.input_name: pack_nchw(images, self.width, self.height, self.spec.input.mean, self.spec.input.std,
-                                           rgb=self.rgb, out=self._buf[:n], resize_mode=self.resize_mode)}
+                                           rgb=self.rgb, out=out, resize_mode=self.resize_mode)}
+
+    def release(self, feeds: dict[str, np.ndarray]) -> None:
+        """Give the image input of ``prepare``'s feeds back for reuse, once the run that read them is over."""
+        self.buffers.give(feeds[self.input_name])
 
     @abstractmethod
     def decode(self, outputs: dict[str, np.ndarray], sizes: Sequence[Size]) -> list[list[DetectedObject]]:

@@ -11,7 +11,7 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass_detector.adapters.base import Adapter, Size
 from aimass_detector.model import ModelSpec
-from aimass_detector.preprocess import buffer_for, pack_nhwc_uint8
+from aimass_detector.preprocess import pack_nhwc_uint8
 
 DEFAULT_OUTPUTS = {"boxes": "detection_boxes:0", "scores": "detection_scores:0",
                    "classes": "detection_classes:0", "count": "num_detections:0"}
@@ -29,10 +29,9 @@ class TfSsdAdapter(Adapter):
         return [self.names[k] for k in ("boxes", "scores", "classes", "count")]
 
     def prepare(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(images)
-        self._buf = buffer_for(self._buf, (n, self.height, self.width, 3), np.uint8)
-        return {self.input_name: pack_nhwc_uint8(images, self.width, self.height, rgb=self.rgb,
-                                                 out=self._buf[:n], resize_mode=self.resize_mode)}
+        out = self.buffers.take((len(images), self.height, self.width, 3), np.uint8)
+        return {self.input_name: pack_nhwc_uint8(images, self.width, self.height, rgb=self.rgb, out=out,
+                                                 resize_mode=self.resize_mode)}
 
     def check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:
         """boxes [batch, M, 4], scores and classes [batch, M], count [batch] (or [batch, 1])."""
