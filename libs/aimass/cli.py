@@ -476,7 +476,10 @@ def bench(
                              help="comma-separated sections: detector, rules, sink, latency, scaling"),
     providers: str = typer.Option("", "--providers", help="ONNX Runtime providers, e.g. cuda or tensorrt,cuda; "
                                   "empty: the best available"),
-    threads: int = typer.Option(0, "--threads", min=0, help="intra-op threads; 0: ONNX Runtime's choice"),
+    threads: int = typer.Option(0, "--threads", min=0, help="intra-op threads per session; 0: the worker's auto "
+                                "layout (the cores shared among its sessions)"),
+    sessions: int = typer.Option(0, "--sessions", min=0, max=16, help="ONNX Runtime sessions in the detector; 0: "
+                                 "auto (one per core on the CPU, 1 on a GPU)"),
     max_batch: int = typer.Option(4, "--max-batch", min=1, max=256, help="frames per inference batch"),
     quick: bool = typer.Option(False, "--quick", help="small workloads: checks the bench runs, figures not reportable"),
     out: Path = typer.Option(Path("bench/results"), "--out", help="where bench.json and bench.png go"),
@@ -491,7 +494,8 @@ def bench(
     try:
         site = load_site(Settings().site_file)
         results = run_bench(site, BenchOptions(only=tuple(s.strip() for s in only.split(",") if s.strip()),
-                                               providers=providers, threads=threads, max_batch=max_batch, quick=quick),
+                                               providers=providers, threads=threads, sessions=sessions,
+                                               max_batch=max_batch, quick=quick),
                             say=lambda m: console.print(f"[dim]{m}[/dim]"))
     except (ValueError, SiteFileError, RuntimeError) as exc:
         _fail(str(exc))

@@ -192,7 +192,8 @@ class Settings(_Base):
 class DetectorSettings(Settings):
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="a folder with model.onnx and model.yaml")
     providers: str = Field("", description="comma-separated ONNX Runtime providers; empty = TensorRT, CUDA, CPU as available")
-    threads: int = Field(0, ge=0, description="intra-op threads for the CPU provider; 0 = ONNX Runtime's choice")
+    threads: int = Field(0, ge=0, description="intra-op threads per ONNX Runtime session on the CPU; 0 = auto: the "
+                         "cores shared among the sessions (detector_sessions), ONNX Runtime's choice on a GPU")
     detector_spinning: bool = Field(False, description="let ONNX Runtime's intra-op threads spin while they wait "
                                     "for work (its default). Off: the worker's prepare thread, the event loop and "
                                     "the broker share the cores with them, and spinning threads took their time "
@@ -211,9 +212,10 @@ class DetectorSettings(Settings):
         "start), EXHAUSTIVE (benchmarks each new input shape once: slow first batches, maybe faster after), DEFAULT")
     detector_trt_fp16: bool = Field(False, description="let TensorRT build fp16 engines (faster on GPUs with "
                                     "tensor cores; boxes and scores may differ slightly from fp32)")
-    detector_sessions: int = Field(1, ge=1, le=16, description="ONNX Runtime sessions per model version; a batch is "
-                                   "split across them and the parts run at once, so one part's CPU work overlaps "
-                                   "another's GPU run. Each session holds its own copy of the weights and arena")
+    detector_sessions: int = Field(0, ge=0, le=16, description="ONNX Runtime sessions per model version, each running "
+                                   "whole batches, as many batches at once as sessions (one's CPU work overlaps "
+                                   "another's run). 0 = auto: one per CPU core (up to 4) with threads shared out "
+                                   "on the CPU, 1 on a GPU. Each session holds its own copy of the weights and arena")
 
 
 class RulesSettings(Settings):

@@ -6,7 +6,7 @@ on a GPU, IO binding (``BoundRunner``). ``probe`` runs a synthetic batch and che
 tensors against the format: the model registry refuses an upload that fails it. ``detect`` is three
 stages, ``prepare`` (frames into input buffers), ``run`` and ``decode``, which a worker may call on
 different threads for different batches (one ``run`` at a time: IO binding is not thread-safe);
-``DetectorPool`` holds several Detectors, each with its own session, and splits a batch across them.
+``DetectorPool`` holds several Detectors, each with its own session, and runs batches on them at once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import queue
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable, Sequence, TypeVar
 
 import cv2
@@ -300,11 +299,11 @@ T = TypeVar("T")
 
 class DetectorPool(_Named):
     """Several ``Detector``s of one model folder, each with its own session (on one GPU: its own CUDA
-    streams and memory arena), used as one. ``detect`` splits a batch into contiguous parts, one per
-    session, runs them at once and joins the results in frame order (``prepare``, ``run`` and
-    ``decode`` do that in stages, as a Detector's do). Safe to call from several threads: each part
-    takes a free session and gives it back. With one session it is that Detector, with no threads
-    of its own."""
+    streams and memory arena), used as one by several threads: each ``run`` takes a free session for a
+    whole batch and gives it back, so a worker with as many inference threads runs that many batches
+    at once. On the CPU that beats one session with as many threads (``session_layout``): a session's
+    threads wait for each other at every operator, so whenever another thread of the worker takes a
+    core from one of them, all of them wait; single-threaded sessions lose only the time taken."""
 
     def __init__(self, detectors: Sequence[Detector]):
         if not detectors:
@@ -313,11 +312,6 @@ class DetectorPool(_Named):
         self._free: queue.SimpleQueue[Detector] = queue.SimpleQueue()
         for det in self.detectors:
             self._free.put(det)
-        # The calling thread runs the first part itself; these run the others.
-        self._threads = None
-        if len(self.detectors) > 1:
-            prefix = f"session-{self.detectors[0].name}"
-            self._threads = ThreadPoolExecutor(len(self.detectors) - 1, thread_name_prefix=prefix)
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike, sessions: int = 1, **options) -> "DetectorPool":
@@ -358,32 +352,26 @@ class DetectorPool(_Named):
         return self._on_free(lambda det: det.probe(batch, runs))
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedObject]]:
-        """As ``Detector.detect``; the batch is split across the sessions, results in frame order."""
+        """As ``Detector.detect``, on a free session."""
         if len(images) == 0:
             return []
-        parts = self.prepare(images)
-        return self.decode(parts, self.run(parts))
+        prepared = self.prepare(images)
+        return self.decode(prepared, self.run(prepared))
 
-    def prepare(self, images: Sequence[np.ndarray]) -> list[Prepared]:
-        """The batch as contiguous parts, one per session, each prepared (any Detector's adapter does:
-        they are one model's)."""
-        images = list(images)
-        return [self.detectors[0].prepare(images[p]) for p in split(len(images), self.sessions)]
+    # Preparing and decoding involve no session: any Detector's adapter does (they are one model's).
+    def prepare(self, images: Sequence[np.ndarray]) -> Prepared:
+        return self.detectors[0].prepare(images)
 
-    def run(self, parts: Sequence[Prepared]) -> list[dict[str, np.ndarray]]:
-        """Each part on a free session, all at once; their outputs in part order. Raises the first
-        failure once every part finished (no session is still running when this returns or raises)."""
-        if len(parts) <= 1:
-            return [self._on_free(lambda det: det.run(p)) for p in parts]
-        others = [self._threads.submit(self._on_free, lambda det, p=p: det.run(p)) for p in parts[1:]]
-        try:
-            first = self._on_free(lambda det: det.run(parts[0]))
-        finally:
-            wait(others)
-        return [first] + [future.result() for future in others]  # re-raises a part's failure
+    def run(self, prepared: Prepared) -> dict[str, np.ndarray]:
+        """One run of a prepared batch on a free session (waits while every session is busy)."""
+        return self._on_free(lambda det: det.run(prepared))
 
-    def decode(self, parts: Sequence[Prepared], outputs: Sequence[dict[str, np.ndarray]]) -> list[list[DetectedObject]]:
-        return [objects for part, out in zip(parts, outputs) for objects in self.detectors[0].decode(part, out)]
+    def decode(self, prepared: Prepared, outputs: dict[str, np.ndarray]) -> list[list[DetectedObject]]:
+        return self.detectors[0].decode(prepared, outputs)
+
+    def infer(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``Detector.infer`` on a free session."""
+        return self._on_free(lambda det: det.infer(names, feeds))
 
     def _on_free(self, fn: Callable[[Detector], T]) -> T:
         det = self._free.get()  # blocks while every session is busy
@@ -391,15 +379,6 @@ class DetectorPool(_Named):
             return fn(det)
         finally:
             self._free.put(det)
-
-
-def split(n: int, parts: int) -> list[slice]:
-    """``n`` items as at most ``parts`` contiguous slices of sizes that differ by at most one, in order
-    (none empty)."""
-    parts = max(1, min(parts, n))
-    size, extra = divmod(n, parts)
-    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [slice(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
 
 
 def _synthetic_frame(width: int, height: int) -> np.ndarray:

@@ -18,6 +18,7 @@ serve them with the fallback: no frame is lost and none is served twice.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import numpy as np
 from aimass import routing as R
 from aimass.contracts import DetectedObject, Frame, ModelRouting, now_ms
 from aimass_detector.engine import Detector, DetectorPool
-from aimass_detector.model import GpuOptions, ModelError, load_spec
+from aimass_detector.model import GpuOptions, ModelError, choose_providers, load_spec
 from aimass_detector.preprocess import BadImage
 from aimass_detector.tracker import iou_matrix
 
@@ -37,11 +38,32 @@ Resolve = Callable[[str], Path]  # model ref -> a model folder
 Model = Detector | DetectorPool  # what serves a model version: both detect, warm up and name themselves
 
 
+# Auto layout on the CPU: one session per core, at most this many. Each runs a whole batch, so more
+# sessions means more batches in flight and each frame waiting longer for a single-threaded run.
+MAX_AUTO_SESSIONS = 4
+
+
+def session_layout(settings) -> tuple[int, int | None]:
+    """(sessions per model version, intra-op threads per session) for the worker: ``detector_sessions``
+    and ``threads`` where set; 0 (the default) is auto. On a GPU: one session, ONNX Runtime's threads.
+    On the CPU: one session per core (up to MAX_AUTO_SESSIONS), and the cores shared out among the
+    sessions, so 2 cores run 2 single-threaded sessions. Measured (bench/README.md): one session's
+    threads wait for each other at every operator, so when the worker's JPEG decoding, event loop or
+    broker takes a core from one of them, all wait; single-threaded sessions lose only the time taken."""
+    sessions, threads = settings.detector_sessions, settings.threads or None
+    if choose_providers([p for p in settings.providers.split(",") if p] or None)[0] != "CPUExecutionProvider":
+        return sessions or 1, threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    sessions = sessions or max(1, min(cores, MAX_AUTO_SESSIONS))
+    return sessions, threads or max(1, cores // sessions)
+
+
 def detector_options(settings) -> dict:
-    """``Detector.from_folder`` keyword arguments from a ``DetectorSettings``."""
+    """``Detector.from_folder`` keyword arguments from a ``DetectorSettings`` (threads per session as
+    ``session_layout`` gives them)."""
     return {
         "providers": [p for p in settings.providers.split(",") if p] or None,
-        "threads": settings.threads or None,
+        "threads": session_layout(settings)[1],
         "gpu": GpuOptions(device_id=settings.detector_device_id,
                           cudnn_conv_algo_search=settings.detector_cudnn_conv_algo_search,
                           trt_fp16=settings.detector_trt_fp16),
@@ -51,9 +73,10 @@ def detector_options(settings) -> dict:
 
 
 def detector_loader(settings) -> Callable[[Path], DetectorPool]:
-    """How the worker loads a model folder: ``detector_sessions`` sessions of it, as one ``DetectorPool``."""
+    """How the worker loads a model folder: its sessions (``session_layout``), as one ``DetectorPool``."""
     options = detector_options(settings)
-    return lambda folder: DetectorPool.from_folder(folder, sessions=settings.detector_sessions, **options)
+    sessions = session_layout(settings)[0]
+    return lambda folder: DetectorPool.from_folder(folder, sessions=sessions, **options)
 
 
 def resolver(store, default_folder: Path) -> Resolve:

@@ -2,10 +2,11 @@
 model version its camera is routed to (serving.py), tracks objects per camera, produces one
 ``detections`` message per frame (and ``shadow`` results where a shadow model runs).
 
-A batch's JPEG decode and input tensors, and its outputs' decoding, run on a prepare thread; the model
-runs on an inference thread that does nothing else, so while it runs one batch the next is prepared
+A batch's JPEG decode and input tensors, and its outputs' decoding, run on a prepare thread; models run
+on inference threads that do nothing else, one per session of a model version (serving.session_layout:
+on the CPU one single-threaded session per core), so while they run batches the next is prepared
 (ONNX Runtime, simplejpeg and OpenCV release the GIL, and the event loop keeps heartbeating); new
-model versions load in a third thread beside them. A batch's output messages are delivered before
+model versions load in another thread beside them. A batch's output messages are delivered before
 the batch's input offsets are acknowledged: at least once, and a crash replays the batch. Batches
 overlap: the next runs on the inference thread while this one's outputs are tracked, sent and
 delivered, so the model never waits on Kafka.
@@ -41,7 +42,7 @@ from aimass.settings import DetectorSettings
 from aimass.state import StateTopic
 from aimass_detector.model import ModelError, load_spec
 from aimass_detector.serving import (ModelSet, agreement, detector_loader, finish_batch, prepare_batch, resolver,
-                                     run_batch, serve_batch)
+                                     run_batch, serve_batch, session_layout)
 from aimass_detector.tracker import Trackers
 
 log = logging.getLogger("aimass.detector")
@@ -69,7 +70,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
     shadow_topic = raw_topic(app, settings, contracts.TOPIC_SHADOW)
     events_topic = raw_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
     dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")  # runs models, nothing else
+    sessions = session_layout(settings)[0]
+    # Runs models, nothing else: one thread per session, so as many batches run at once.
+    pool = ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="inference")
     preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")  # before and after a run
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
     models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir), detector_loader(settings))
@@ -302,8 +305,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
 
     @app.agent(frames_topic)
     async def detect(stream):
-        """Batches overlap: the next batch runs on the inference thread while this one's outputs are
-        tracked, sent and delivered (``finish``), so the model waits on no Kafka round trip. Each event
+        """Batches overlap: the next batches run on the inference threads while this one's outputs are
+        tracked, sent and delivered (``finish``, in batch order), so the model waits on no Kafka round
+        trip. Each event
         holds an extra reference until its batch finished, so ``take_events`` acknowledging it when the
         loop turns does not commit its offset early."""
         await routed.wait()
@@ -319,8 +323,10 @@ def build_app(settings: DetectorSettings) -> faust.App:
             batch_span, future = await infer(frames, ctxs) if frames else (None, None)
             in_flight.append(asyncio.ensure_future(
                 finish(in_flight[-1] if in_flight else None, events, frames, ctxs, batch_span, future)))
-            while len(in_flight) > 2 or (in_flight and in_flight[0].done()):
-                await in_flight.popleft()  # at most two batches in flight; surfaces a failed one's error
+            # One batch per session running and the next being prepared, at most; popping surfaces a
+            # failed batch's error.
+            while len(in_flight) > sessions + 1 or (in_flight and in_flight[0].done()):
+                await in_flight.popleft()
 
     @app.timer(10.0)
     async def log_counters() -> None:

@@ -67,7 +67,7 @@ def test_interleave_round_robins_cameras():
 
 
 RESULTS = {
-    "detector": {"pipeline_fps": 38.0, "bare_session_fps": 50.0, "efficiency": 0.76, "goal": 0.85},
+    "detector": {"pipeline_fps": 38.0, "bare_fps": 50.0, "efficiency": 0.76, "goal": 0.85},
     "rules": {"worker_msgs_per_s": 1000, "raw_msgs_per_s": 150000, "ratio": 0.007, "goal": 0.5,
               "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000},
     "sink": {"sink_rows_per_s": 90000, "raw_rows_per_s": 100000, "ratio": 0.9, "goal": 0.8},
@@ -78,7 +78,8 @@ RESULTS = {
     "scaling": {"fps_per_camera": 2.0, "steps": [
         {"cameras": 1, "offered_fps": 2.0, "detected_fps": 2.0, "latency_ms": {"p50": 60.0, "p95": 90.0},
          "rss_mb": 230.0, "rss_per_camera_mb": 1.0}],
-        "workers": {"one_worker_fps": 38.0, "two_workers_fps": 30.0, "two_over_one": 0.79, "threads_each": [2, 1]}},
+        "workers": {"one_worker_fps": 38.0, "two_workers_fps": 30.0, "two_over_one": 0.79, "sessions_each": [2, 1],
+                    "threads_per_session": 1}},
 }
 
 

@@ -4,6 +4,8 @@ session pool, and the settings that configure them."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -14,10 +16,10 @@ from aimass.contracts import DetectedObject
 from aimass.settings import DetectorSettings
 from aimass_detector import model as M
 from aimass_detector.adapters import adapter_for
-from aimass_detector.engine import (BoundRunner, Detector, DetectorPool, _synthetic_frame, binding_device, split,
-                                    use_io_binding)
+from aimass_detector.engine import BoundRunner, Detector, DetectorPool, _synthetic_frame, binding_device, use_io_binding
 from aimass_detector.model import GpuOptions, _provider_options
-from aimass_detector.serving import detector_loader, detector_options
+from aimass_detector import serving
+from aimass_detector.serving import detector_loader, detector_options, session_layout
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 CUDA, TRT, CPU = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"
@@ -180,16 +182,6 @@ def test_probe_reports_io_binding():
 
 # ---- the session pool -----------------------------------------------------------------------------
 
-def test_split_keeps_order_and_sizes_even():
-    for n in range(0, 12):
-        for parts in range(1, 5):
-            slices = split(n, parts)
-            covered = [i for s in slices for i in range(n)[s]]
-            assert covered == list(range(n))
-            sizes = [s.stop - s.start for s in slices]
-            assert len(slices) == min(n, parts) and (not sizes or max(sizes) - min(sizes) <= 1)
-
-
 class Marker:
     """A stand-in Detector: each frame's object carries the frame's value; ``calls`` records the parts it ran."""
 
@@ -213,29 +205,29 @@ def _img(v: int) -> np.ndarray:
     return np.full((2, 2, 3), v, np.uint8)
 
 
-def test_pool_splits_a_batch_across_sessions_and_keeps_frame_order():
-    sessions = [Marker("a"), Marker("b"), Marker("c")]
+def test_pool_runs_whole_batches_on_free_sessions_at_once():
+    both_running = threading.Barrier(2, timeout=10)
+
+    class Held(Marker):
+        def run(self, values):
+            both_running.wait()  # raises BrokenBarrierError unless the two batches run at once
+            return super().run(values)
+    sessions = [Held("a"), Held("b")]
     pool = DetectorPool(sessions)
-    out = pool.detect([_img(v) for v in range(7)])
-    assert [objs[0].class_id for objs in out] == list(range(7))
-    # Sessions are handed out first in, first out, so the three parts go to three sessions.
-    assert sorted(n for s in sessions for n in s.calls) == [2, 2, 3] and all(s.calls for s in sessions)
+    with ThreadPoolExecutor(2) as threads:
+        futures = [threads.submit(pool.detect, [_img(v) for v in vs]) for vs in ((0, 1, 2), (3, 4))]
+        out = [f.result(10) for f in futures]
+    assert [[objs[0].class_id for objs in o] for o in out] == [[0, 1, 2], [3, 4]]
+    assert sorted(n for s in sessions for n in s.calls) == [2, 3] and all(s.calls for s in sessions)
     assert pool.detect([]) == []
 
 
-def test_pool_part_failure_raises_and_frees_every_session():
-    sessions = [Marker("a", fail_on=3), Marker("b", fail_on=3)]  # whichever session runs frame 3 fails
-    pool = DetectorPool(sessions)
-    with pytest.raises(RuntimeError, match="session [ab] failed"):
+def test_pool_failure_raises_and_frees_the_session():
+    pool = DetectorPool([Marker("a", fail_on=3)])
+    with pytest.raises(RuntimeError, match="session a failed"):
         pool.detect([_img(v) for v in range(4)])
-    assert pool._free.qsize() == 2  # both sessions back: the next batch does not block
+    assert pool._free.qsize() == 1  # back: the next batch does not block
     assert [o[0].class_id for o in pool.detect([_img(0), _img(1)])] == [0, 1]
-
-
-def test_pool_of_one_runs_in_the_calling_thread():
-    pool = DetectorPool([Marker("a")])
-    assert pool._threads is None
-    assert [o[0].class_id for o in pool.detect([_img(v) for v in range(3)])] == [0, 1, 2]
 
 
 def test_pool_refuses_no_sessions():
@@ -273,10 +265,22 @@ def _spinning(session) -> str:
     return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
 
+def test_session_layout_auto_gives_each_core_a_single_threaded_session(monkeypatch):
+    def layout(cores: int, **over):
+        monkeypatch.setattr(serving.os, "sched_getaffinity", lambda pid: set(range(cores)))
+        return session_layout(DetectorSettings(**over))
+    assert layout(2) == (2, 1) and layout(1) == (1, 1) and layout(4) == (4, 1)
+    assert layout(16) == (serving.MAX_AUTO_SESSIONS, 4)  # at most 4 batches in flight; threads shared out
+    assert layout(8, detector_sessions=2) == (2, 4) and layout(8, threads=3) == (4, 3)
+    assert layout(2, detector_sessions=1, threads=2) == (1, 2)  # as set
+    monkeypatch.setattr(serving, "choose_providers", lambda requested: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert layout(16) == (1, None)  # a GPU: one session, ONNX Runtime's threads
+
+
 def test_detector_defaults_keep_the_cpu_path():
     settings = DetectorSettings()
     assert (settings.detector_io_binding, settings.detector_sessions, settings.detector_device_id,
-            settings.detector_cudnn_conv_algo_search, settings.detector_trt_fp16) == ("auto", 1, 0, "HEURISTIC", False)
+            settings.detector_cudnn_conv_algo_search, settings.detector_trt_fp16) == ("auto", 0, 0, "HEURISTIC", False)
     det = Detector.from_folder(MODELS / "nanodet-g-416", providers=["cpu"], threads=1)
     assert det.io_binding is False
     # The worker's threads do not spin (they share the cores with its prepare thread); bare sessions
@@ -287,6 +291,7 @@ def test_detector_defaults_keep_the_cpu_path():
 
 
 def test_sessions_setting_is_bounded(monkeypatch):
-    monkeypatch.setenv("AIMASS_DETECTOR_SESSIONS", "0")
-    with pytest.raises(ValueError, match="detector_sessions"):
-        DetectorSettings()
+    for bad in ("-1", "17"):
+        monkeypatch.setenv("AIMASS_DETECTOR_SESSIONS", bad)
+        with pytest.raises(ValueError, match="detector_sessions"):
+            DetectorSettings()

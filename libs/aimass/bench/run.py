@@ -24,6 +24,7 @@ class BenchOptions:
     only: tuple[str, ...] = SECTIONS
     providers: str = ""
     threads: int = 0
+    sessions: int = 0
     max_batch: int = 4
     quick: bool = False  # smaller workloads: a smoke run, not figures to report
 
@@ -46,7 +47,7 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
     if unknown:
         raise ValueError(f"unknown bench sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     det = detector.DetectorOptions(frames_per_camera=15 if opts.quick else 60, providers=opts.providers,
-                                   threads=opts.threads, max_batch=opts.max_batch)
+                                   threads=opts.threads, sessions=opts.sessions, max_batch=opts.max_batch)
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                      "options": {k: v for k, v in opts.__dict__.items()}}
     t0 = time.monotonic()
@@ -68,7 +69,7 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
         section("scaling", lambda: scaling.run(fleet, scaling.ScalingOptions(
             steps=(1, 2) if opts.quick else (1, 2, 4, 8, 16), seconds=5 if opts.quick else 12,
             detector=detector.DetectorOptions(frames_per_camera=10 if opts.quick else 40, providers=opts.providers,
-                                              threads=opts.threads, max_batch=opts.max_batch))))
+                                              threads=opts.threads, sessions=opts.sessions, max_batch=opts.max_batch))))
     results["seconds"] = round(time.monotonic() - t0)
     results["finished_ms"] = contracts.now_ms()
     return results

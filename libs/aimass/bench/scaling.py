@@ -5,7 +5,6 @@ detector workers draining the same backlog (the second splits the frames topic's
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -14,6 +13,7 @@ from aimass.bench import probe, workload
 from aimass.bench.detector import DetectorOptions, drain
 from aimass.bench.fleet import Fleet
 from aimass.contracts import Detections
+from aimass.settings import DetectorSettings
 
 
 @dataclass
@@ -30,6 +30,7 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions) -> list[dict]:
     ns = fleet.namespace("scaling", site=fleet.site.model_copy(update={"cameras": cams}))
     d = opts.detector
     worker = ns.start("detector", {"AIMASS_MAX_BATCH": str(d.max_batch), "AIMASS_THREADS": str(d.threads),
+                                   "AIMASS_DETECTOR_SESSIONS": str(d.sessions),
                                    "AIMASS_PROVIDERS": d.providers})
     idle_rss = probe.rss_mb(worker.proc.pid)
     out = []
@@ -57,18 +58,24 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions) -> list[dict]:
 
 
 def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
-    """One detector with every core against two with half each, draining the same backlog."""
+    """One detector with the worker's own session layout against two with half its sessions each,
+    draining the same backlog."""
+    from aimass_detector.serving import session_layout
+
     d = opts.detector
     cams = workload.cameras(fleet.site, d.cameras)
     ordered = workload.interleave(workload.render(cams, d.frames_per_camera))
-    cores = os.cpu_count() or 2
-    one, _, _ = drain(fleet, "one_detector", cams, ordered, DetectorOptions(**{**d.__dict__, "threads": d.threads or cores}),
-                      join_first=True)
-    half = max(1, (d.threads or cores) // 2)
-    two, _, _ = drain(fleet, "two_detectors", cams, ordered, DetectorOptions(**{**d.__dict__, "threads": half}), workers=2,
-                      join_first=True)
+    sessions, threads = session_layout(DetectorSettings(providers=d.providers, threads=d.threads,
+                                                        detector_sessions=d.sessions))
+    threads = threads or 0
+    one, _, _ = drain(fleet, "one_detector", cams, ordered,
+                      DetectorOptions(**{**d.__dict__, "sessions": sessions, "threads": threads}), join_first=True)
+    half = max(1, sessions // 2)
+    two, _, _ = drain(fleet, "two_detectors", cams, ordered,
+                      DetectorOptions(**{**d.__dict__, "sessions": half, "threads": threads}), workers=2, join_first=True)
     return {"one_worker_fps": round(one.per_s, 1), "two_workers_fps": round(two.per_s, 1),
-            "two_over_one": round(two.per_s / one.per_s, 3), "threads_each": [d.threads or cores, half]}
+            "two_over_one": round(two.per_s / one.per_s, 3),
+            "sessions_each": [sessions, half], "threads_per_session": threads}
 
 
 def run(fleet: Fleet, opts: ScalingOptions) -> dict:
