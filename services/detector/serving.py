@@ -18,6 +18,7 @@ serve them with the fallback: no frame is lost and none is served twice.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -53,9 +54,31 @@ def session_layout(settings) -> tuple[int, int | None]:
     sessions, threads = settings.detector_sessions, settings.threads or None
     if choose_providers([p for p in settings.providers.split(",") if p] or None)[0] != "CPUExecutionProvider":
         return sessions or 1, threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     sessions = sessions or max(1, min(cores, MAX_AUTO_SESSIONS))
     return sessions, threads or max(1, cores // sessions)
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, lowered to its cgroup's CPU quota (a container's
+    CPU limit does not show in the affinity: limited to 4 CPUs on a 32-core node, it still sees 32)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cpu_quota(cgroup)
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """CPUs allowed by the cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None: no limit."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]  # "max 100000" when unlimited
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota, period = (int((cgroup / "cpu" / name).read_text()) for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+        return quota / period if quota > 0 and period > 0 else None  # -1: unlimited
+    except (OSError, ValueError):
+        return None
 
 
 def detector_options(settings) -> dict:

@@ -267,7 +267,7 @@ def _spinning(session) -> str:
 
 def test_session_layout_auto_gives_each_core_a_single_threaded_session(monkeypatch):
     def layout(cores: int, **over):
-        monkeypatch.setattr(serving.os, "sched_getaffinity", lambda pid: set(range(cores)))
+        monkeypatch.setattr(serving, "usable_cores", lambda: cores)
         return session_layout(DetectorSettings(**over))
     assert layout(2) == (2, 1) and layout(1) == (1, 1) and layout(4) == (4, 1)
     assert layout(16) == (serving.MAX_AUTO_SESSIONS, 4)  # at most 4 batches in flight; threads shared out
@@ -275,6 +275,24 @@ def test_session_layout_auto_gives_each_core_a_single_threaded_session(monkeypat
     assert layout(2, detector_sessions=1, threads=2) == (1, 2)  # as set
     monkeypatch.setattr(serving, "choose_providers", lambda requested: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert layout(16) == (1, None)  # a GPU: one session, ONNX Runtime's threads
+
+
+def test_usable_cores_follow_the_cgroup_cpu_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr(serving.os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert serving.usable_cores(tmp_path) == 32  # no cgroup files: the affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert serving.usable_cores(tmp_path) == 32  # v2, unlimited
+    (tmp_path / "cpu.max").write_text("250000 100000\n")
+    assert serving.usable_cores(tmp_path) == 3  # v2: 2.5 CPUs -> 3 cores used part of the time
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert serving.usable_cores(tmp_path) == 32  # v1, unlimited
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    assert serving.usable_cores(tmp_path) == 4
+    monkeypatch.setattr(serving, "usable_cores", lambda: 4)
+    assert session_layout(DetectorSettings()) == (4, 1)  # a pod limited to 4 CPUs: 4 single-threaded sessions
 
 
 def test_detector_defaults_keep_the_cpu_path():
