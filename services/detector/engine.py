@@ -101,9 +101,6 @@ class Prepared:
     def __init__(self, adapter: Adapter, feeds: dict[str, np.ndarray], sizes: list[tuple[int, int]]):
         self.adapter, self.feeds, self.sizes = adapter, feeds, sizes
 
-    def __len__(self) -> int:
-        return len(self.sizes)
-
     def release(self) -> None:
         if self.feeds is not None:
             self.adapter.release(self.feeds)

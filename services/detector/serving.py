@@ -44,6 +44,11 @@ Model = Detector | DetectorPool  # what serves a model version: both detect, war
 MAX_AUTO_SESSIONS = 4
 
 
+def requested_providers(settings) -> list[str] | None:
+    """The ``providers`` setting as a list; None (empty setting) for the best available."""
+    return [p for p in settings.providers.split(",") if p] or None
+
+
 def session_layout(settings) -> tuple[int, int | None]:
     """(sessions per model version, intra-op threads per session) for the worker: ``detector_sessions``
     and ``threads`` where set; 0 (the default) is auto. On a GPU: one session, ONNX Runtime's threads.
@@ -52,7 +57,7 @@ def session_layout(settings) -> tuple[int, int | None]:
     threads wait for each other at every operator, so when the worker's JPEG decoding, event loop or
     broker takes a core from one of them, all wait; single-threaded sessions lose only the time taken."""
     sessions, threads = settings.detector_sessions, settings.threads or None
-    if choose_providers([p for p in settings.providers.split(",") if p] or None)[0] != "CPUExecutionProvider":
+    if choose_providers(requested_providers(settings))[0] != "CPUExecutionProvider":
         return sessions or 1, threads
     cores = usable_cores()
     sessions = sessions or max(1, min(cores, MAX_AUTO_SESSIONS))
@@ -85,7 +90,7 @@ def detector_options(settings) -> dict:
     """``Detector.from_folder`` keyword arguments from a ``DetectorSettings`` (threads per session as
     ``session_layout`` gives them)."""
     return {
-        "providers": [p for p in settings.providers.split(",") if p] or None,
+        "providers": requested_providers(settings),
         "threads": session_layout(settings)[1],
         "gpu": GpuOptions(device_id=settings.detector_device_id,
                           cudnn_conv_algo_search=settings.detector_cudnn_conv_algo_search,

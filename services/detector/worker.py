@@ -8,7 +8,7 @@ on the CPU one single-threaded session per core), so while they run batches the 
 (ONNX Runtime, simplejpeg and OpenCV release the GIL, and the event loop keeps heartbeating); new
 model versions load in another thread beside them. A batch's output messages are delivered before
 the batch's input offsets are acknowledged: at least once, and a crash replays the batch. Batches
-overlap: the next runs on the inference thread while this one's outputs are tracked, sent and
+overlap: the next ones run on the inference threads while this one's outputs are tracked, sent and
 delivered, so the model never waits on Kafka.
 Each camera's tracker is stored in a state topic after its detections went out (aimass.state), so a
 restarted or rebalanced worker resumes the tracks and skips frames whose detections were already sent.

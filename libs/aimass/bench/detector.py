@@ -1,7 +1,8 @@
 """Detector efficiency: frames/s through Kafka -> detector worker -> detections topic, divided by bare
 ONNX Runtime frames/s on the same frames (decoded and prepared beforehand), same model and batch size:
-the faster of one session with ONNX Runtime's threads and the worker's own session layout. The frames wait in Kafka before the worker starts, so the worker drains a backlog at its
-own pace and nothing else competes for the cores; bare runs before and after it and is averaged."""
+the faster of one session with ONNX Runtime's threads and the worker's own session layout. The frames
+wait in Kafka before the worker starts, so the worker drains a backlog at its own pace and nothing else
+competes for the cores; bare runs before and after it and is averaged."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ class DetectorOptions:
     threads: int = 0  # per session; 0 = the worker's auto layout (serving.session_layout)
     sessions: int = 0
     max_batch: int = 4
+
+    def worker_env(self) -> dict[str, str]:
+        """The detector worker's settings for these options."""
+        return {"AIMASS_MAX_BATCH": str(self.max_batch), "AIMASS_THREADS": str(self.threads),
+                "AIMASS_DETECTOR_SESSIONS": str(self.sessions), "AIMASS_PROVIDERS": self.providers}
 
 
 def bare(frames: list[workload.EncodedFrame], opts: DetectorOptions, model_dir, rounds: int = 1) -> dict:
@@ -77,9 +83,7 @@ def drain(fleet: Fleet, name: str, cams, ordered, opts: DetectorOptions, workers
     joining) falls inside the measurement. Returns (the combined rate, the first's RSS in MiB, GPU use)."""
     site = fleet.site
     ns = fleet.namespace(name, site=site.model_copy(update={"cameras": cams}))
-    env = {"AIMASS_MAX_BATCH": str(opts.max_batch), "AIMASS_THREADS": str(opts.threads),
-           "AIMASS_DETECTOR_SESSIONS": str(opts.sessions),
-           "AIMASS_PROVIDERS": opts.providers, "AIMASS_MAX_FRAME_AGE_S": "3600"}
+    env = {**opts.worker_env(), "AIMASS_MAX_FRAME_AGE_S": "3600"}
     now = contracts.now_ms()
     messages = [(f.camera_id.encode(), workload.frame_message(f, seq, now - 1000 + seq, site.site.id))
                 for seq, f in ordered]

@@ -29,9 +29,7 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions) -> list[dict]:
     frames = workload.render(cams, 20)
     ns = fleet.namespace("scaling", site=fleet.site.model_copy(update={"cameras": cams}))
     d = opts.detector
-    worker = ns.start("detector", {"AIMASS_MAX_BATCH": str(d.max_batch), "AIMASS_THREADS": str(d.threads),
-                                   "AIMASS_DETECTOR_SESSIONS": str(d.sessions),
-                                   "AIMASS_PROVIDERS": d.providers})
+    worker = ns.start("detector", d.worker_env())
     idle_rss = probe.rss_mb(worker.proc.pid)
     out = []
     arrivals: list[tuple[float, float]] = []  # (arrival ms, capture -> arrival ms) of each detections message
