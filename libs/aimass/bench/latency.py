@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from aimass import contracts
 from aimass.bench import probe, workload
+from aimass.bench.detector import DetectorOptions
 from aimass.bench.fleet import Fleet, Namespace
 from aimass.clickhouse.client import connect
 from aimass.contracts import Violation
@@ -32,6 +33,7 @@ class LatencyOptions:
     cameras: int = 4
     seconds: float = 30.0
     fps_per_camera: float | None = None  # None: half the capacity, spread over the cameras
+    detector: DetectorOptions | None = None  # the run's providers, threads, sessions and batch (None: defaults)
 
 
 class _RowWatch:
@@ -88,8 +90,9 @@ def run(fleet: Fleet, opts: LatencyOptions, capacity_fps: float, site: Site | No
     fps = opts.fps_per_camera or max(0.2, capacity_fps / 2 / opts.cameras)
     frames = workload.render(cams, 100)  # 20 s of each scene: its scripted incidents happen
     ns = fleet.namespace("latency", site=site.model_copy(update={"cameras": cams}))
-    for kind in ("sink", "rules", "detector"):
+    for kind in ("sink", "rules"):
         ns.start(kind)
+    ns.start("detector", (opts.detector or DetectorOptions()).worker_env())
     violations: list[float] = []
 
     def on_violation(t: float, value: bytes) -> None:

@@ -64,8 +64,8 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
         section("rules", lambda: rules.run(fleet, rules.RulesOptions(per_camera=2000 if opts.quick else 25000)))
         section("sink", lambda: sink.run(fleet, sink.SinkOptions(per_camera=1000 if opts.quick else 15000)))
         capacity = results.get("detector", {}).get("pipeline_fps") or 20.0
-        section("latency", lambda: latency.run(fleet, latency.LatencyOptions(seconds=8 if opts.quick else 30),
-                                               capacity))
+        section("latency", lambda: latency.run(fleet, latency.LatencyOptions(seconds=8 if opts.quick else 30,
+                                                                             detector=det), capacity))
         section("scaling", lambda: scaling.run(fleet, scaling.ScalingOptions(
             steps=(1, 2) if opts.quick else (1, 2, 4, 8, 16), seconds=5 if opts.quick else 12,
             detector=detector.DetectorOptions(frames_per_camera=10 if opts.quick else 40, providers=opts.providers,
