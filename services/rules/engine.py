@@ -78,6 +78,10 @@ class EngineStats:
     foreign: int = 0  # input stamped with another site's id, ignored
 
 
+def _sources_of(site: Site) -> set[Source]:
+    return {("camera", c.id) for c in site.cameras} | {("sensor", s.id) for s in site.sensors}
+
+
 class RuleEngine:
     """``on_detections`` / ``on_reading`` for every input message, in partition order; ``replace_site``
     when the site file changes. Each returns the violation events to publish, in order."""
@@ -88,9 +92,14 @@ class RuleEngine:
         self.cursors: dict[Source, Cursor] = {}
         self.states: dict[str, Any] = {}  # rule id -> its evaluator's state (a dataclass)
         self.site = site
+        self._known = _sources_of(site)
         self._evaluators: dict[str, RuleEvaluator] = {}
         self._routes: dict[Source, list[RuleEvaluator]] = {}
         self._install(self._build(site), {})
+
+    def knows(self, source: Source) -> bool:
+        """Whether the site file defines this camera or sensor."""
+        return source in self._known
 
     def on_detections(self, d: Detections) -> list[Violation]:
         return self._dispatch(("camera", d.camera_id), d)
@@ -176,8 +185,8 @@ class RuleEngine:
             if rid not in kept:
                 reason = "rule changed" if rid in new_evals else "rule removed or disabled"
                 out += ev.close(old_states[rid], self._last_event_ms(ev), reason)
-        sources = {("camera", c.id) for c in site.cameras} | {("sensor", s.id) for s in site.sensors}
-        self.cursors = {k: c for k, c in self.cursors.items() if k in sources}
+        self._known = _sources_of(site)
+        self.cursors = {k: c for k, c in self.cursors.items() if k in self._known}
         self.site = site
         self._install(new_evals, {rid: old_states[rid] for rid in kept})
         return self._stamp(out)
@@ -224,7 +233,7 @@ class RuleEngine:
         out: list[Violation] = []
         for ev in self._routes.get(source, ()):
             state = self.states[ev.rule.id]
-            if not armed(ev.rule.schedule, self.site.site.timezone, msg.captured_ms):
+            if ev.rule.schedule and not armed(ev.rule.schedule, self.site.site.timezone, msg.captured_ms):
                 # Outside its schedule a rule sees nothing; an incident still open is ended.
                 out += ev.close(state, msg.captured_ms, "outside the rule's schedule")
                 continue

@@ -7,7 +7,7 @@ import numpy as np
 from aimass.contracts import DetectedObject
 from aimass.site import Site, Zone
 from aimass_rules.evaluator import RuleEvaluator, Source
-from aimass_rules.geometry import as_polygon, bottom_centre, bottom_centres, edges, point_in, points_in_polygon
+from aimass_rules.geometry import as_polygon, bottom_centre, bottom_centres, bounds, edges, point_in, points_in_polygon
 
 
 def watched(objects: list[DetectedObject], classes: frozenset[str], min_score: float) -> list[DetectedObject]:
@@ -20,12 +20,21 @@ def feet(objects: list[DetectedObject]) -> list[tuple[float, float]]:
     return [bottom_centre(o.x1, o.y1, o.x2, o.y2) for o in objects]
 
 
-def in_zone(objects: list[DetectedObject], polygon: np.ndarray, sides: list) -> list[DetectedObject]:
-    """The objects whose feet stand in ``polygon``, whose ``edges`` are ``sides``."""
+def in_zone(objects: list[DetectedObject], polygon: np.ndarray, sides: list,
+            box: tuple[float, float, float, float]) -> list[DetectedObject]:
+    """The objects whose feet stand in ``polygon``, whose ``edges`` are ``sides`` and whose ``bounds``
+    are ``box``."""
     if not objects:
         return []
     if len(objects) <= 8:  # a frame's few objects: plain floats, no numpy call (see geometry.SMALL_PAIRS)
-        return [o for o in objects if point_in(*bottom_centre(o.x1, o.y1, o.x2, o.y2), sides)]
+        x0, y0, x1, y1 = box
+        out = []
+        for o in objects:
+            x, y = bottom_centre(o.x1, o.y1, o.x2, o.y2)
+            # Feet outside the zone's bounds are outside it: most objects skip the per-side test.
+            if x0 <= x <= x1 and y0 <= y <= y1 and point_in(x, y, sides):
+                out.append(o)
+        return out
     inside = points_in_polygon(bottom_centres([(o.x1, o.y1, o.x2, o.y2) for o in objects]), polygon)
     return [o for o, ok in zip(objects, inside) if ok]
 
@@ -46,6 +55,7 @@ class ZoneEvaluator(RuleEvaluator):
         self.zone = zone_of(rule, site)
         self.polygon = as_polygon(self.zone.polygon)
         self.sides = edges(self.polygon)
+        self.box = bounds(self.polygon)
         self.classes = frozenset(rule.classes)
 
     @property
@@ -57,7 +67,7 @@ class ZoneEvaluator(RuleEvaluator):
 
     def present(self, objects: list[DetectedObject]) -> list[DetectedObject]:
         """The watched objects standing in the zone."""
-        return in_zone(watched(objects, self.classes, self.rule.min_score), self.polygon, self.sides)
+        return in_zone(watched(objects, self.classes, self.rule.min_score), self.polygon, self.sides, self.box)
 
     @property
     def zone_name(self) -> str:

@@ -119,8 +119,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 counters.dead += 1
                 continue
             ident = msg.camera_id if cls is Detections else msg.sensor_id
-            known = engine.site.camera(ident) if cls is Detections else engine.site.sensor(ident)
-            if known is None:
+            if not engine.knows((kind, ident)):
                 counters.dead += 1
                 counters.unknown += 1
                 await dead.refuse(r, ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site "

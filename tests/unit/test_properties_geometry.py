@@ -199,3 +199,17 @@ def test_the_small_input_path_agrees_with_the_vectorised_one_exactly(points, pol
         g.SMALL_PAIRS = saved
     assert small.dtype == bool and small.shape == vectorised.shape
     assert small.tolist() == vectorised.tolist()
+
+
+@given(st.lists(st.tuples(st.floats(-0.2, 1.2), st.floats(-0.2, 1.2)), min_size=1, max_size=20), float_polygons)
+def test_a_point_outside_the_bounds_is_never_in_the_polygon(points, polygon):
+    """in_zone skips the per-side test for feet outside ``bounds``: that must never change an answer,
+    for points near the bounds, on edges and on corners alike."""
+    from aimass_rules.geometry import bounds, edges, point_in
+
+    x0, y0, x1, y1 = bounds(polygon)
+    sides = edges(polygon)
+    near = [(x0, y0), (x1, y1), (x0 + EDGE_EPS, y1 - EDGE_EPS)] + [tuple(p) for p in polygon]
+    for x, y in [*points, *near]:
+        if point_in(x, y, sides):
+            assert x0 <= x <= x1 and y0 <= y <= y1
