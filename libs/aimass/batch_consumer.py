@@ -1,9 +1,8 @@
-"""Group consumption in batches, for every worker that consumes (detector, rules, sink).
+"""Group consumption in batches, for the workers whose work per message is small (rules, sink).
 
 A Faust stream hands a worker one event at a time through its flow control and acknowledgement
 machinery: measured by `aimass bench` on 2 cores, a Faust worker that does nothing but count reached
-~5k messages/s, a fraction of what the rules engine alone evaluates, and the detector's stream took
-~0.07 of a core at 40 frames/s (more on a GPU's hundreds). The workers stay Faust apps
+~5k messages/s, a fraction of what the rules engine alone evaluates. These workers stay Faust apps
 (start-up, timers, web, signals, the producer) but read their input with one aiokafka group consumer:
 ``getmany`` fetches a batch, the handler runs on it, and the batch's offsets are committed only once
 its outputs were delivered. A crash replays the uncommitted batches: at least once, as with Faust's
@@ -19,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import faust
@@ -54,26 +52,24 @@ class BatchConsumer(mode.Service):
     every new assignment (the whole of it: aiokafka's rebalances are eager). ``start_when`` is awaited
     before the first fetch.
 
-    ``handle`` either does all of a batch's work, or returns an awaitable with the rest of it (the
-    sink's inserts, the detector's inference and delivery): that runs while the next batches are
-    fetched and handled, and the batch's offsets are committed once it finished, in batch order.
-    Up to ``max_in_flight`` batches are in that state, so the I/O of one batch overlaps the work of
-    the next, and at most ``max_in_flight`` + 1 batches are held."""
+    ``handle`` either does all of a batch's work, or returns a coroutine with the rest of it (the
+    sink's inserts): that runs while the next batch is fetched and handled, and the batch's offsets
+    are committed once it finished. One batch at a time is in that state, so the I/O of one batch
+    overlaps the CPU work of the next, in order, and at most two batches are held."""
 
     def __init__(self, settings: Settings, group: str, topics: Sequence[str], handle: Handler, *,
                  max_records: int, max_wait_s: float, max_bytes: int = 1 << 62, on_assigned: OnAssigned | None = None,
-                 start_when: Callable[[], Awaitable[object]] | None = None, max_in_flight: int = 1, **kwargs):
+                 start_when: Callable[[], Awaitable[object]] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.settings, self.group, self.topics = settings, group, list(topics)
         self.handle, self.on_assigned, self.start_when = handle, on_assigned, start_when
         self.max_records, self.max_wait_s, self.max_bytes = max_records, max_wait_s, max_bytes
-        self.max_in_flight = max_in_flight
         self.consumer: AIOKafkaConsumer | None = None
         self.committed: dict[TopicPartition, int] = {}  # the next offset to read, as committed
         self.processed: dict[TopicPartition, int] = {}  # the next offset to read, as handled
         self._owned: set[TopicPartition] = set()
         self._busy = asyncio.Lock()  # held while a batch is handled, and while a rebalance settles
-        self._finishing: deque[tuple[asyncio.Future, dict[TopicPartition, int]]] = deque()  # rests, their offsets
+        self._finishing: tuple[asyncio.Future, dict[TopicPartition, int]] | None = None  # a batch's rest, its offsets
         self._to_commit: dict[TopicPartition, int] = {}
         self._committing: asyncio.Future | None = None
         self._looping = False
@@ -139,8 +135,8 @@ class BatchConsumer(mode.Service):
                 async with self._busy:
                     if batch and not self.should_stop:
                         await self._one(batch)
-                    else:
-                        await self._settle(done_only=True)
+                    elif self._finishing is not None and self._finishing[0].done():
+                        await self._settle()
             async with self._busy:
                 await self._settle()
         except Exception as exc:  # a bug in the handler: crash the worker (its supervisor restarts it)
@@ -175,15 +171,14 @@ class BatchConsumer(mode.Service):
         batch = {tp: records for tp, records in batch.items() if tp in self._owned and records}
         if not batch:
             return
-        rest = await self.handle(batch)  # meanwhile the previous batches' rests run
+        rest = await self.handle(batch)  # meanwhile the previous batch's rest runs
+        await self._settle()  # the previous batch is committed before this one
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         self.processed.update(offsets)
         if rest is None:
-            await self._settle()  # the batches before are committed before this one
             self._commit_soon(offsets)
         else:
-            await self._settle(keep=self.max_in_flight - 1)
-            self._finishing.append((asyncio.ensure_future(rest), offsets))
+            self._finishing = (asyncio.ensure_future(rest), offsets)
 
     @contextlib.asynccontextmanager
     async def between_batches(self):
@@ -193,19 +188,16 @@ class BatchConsumer(mode.Service):
             await self._settle()
             yield
 
-    async def _settle(self, keep: int = 0, done_only: bool = False) -> None:
-        """Wait for the oldest batches whose rests are running until ``keep`` remain, and commit each
-        (the caller holds ``_busy``); with ``done_only``, only those at the head that already finished.
-        Finished ones are always taken, so a failure surfaces and offsets are committed soon."""
-        while self._finishing and (len(self._finishing) > keep or self._finishing[0][0].done()):
-            task, offsets = self._finishing[0]
-            if done_only and not task.done():
-                return
-            try:
-                await task
-            finally:
-                self._finishing.popleft()
-            self._commit_soon(offsets)
+    async def _settle(self) -> None:
+        """Wait for the batch whose rest is running, then commit it (the caller holds ``_busy``)."""
+        if self._finishing is None:
+            return
+        task, offsets = self._finishing
+        try:
+            await task
+        finally:
+            self._finishing = None
+        self._commit_soon(offsets)
 
     def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit in the background, one request at a time, the latest offsets per partition: the next

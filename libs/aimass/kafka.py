@@ -244,18 +244,28 @@ class DeadLetterSender:
         except KafkaError as exc:
             log.error("could not send a dead letter (%s) to %s: %s", reason, self.topic.get_topic_name(), exc)
 
-    async def refuse(self, record, error: ContractError | Exception, original: bytes | None = None) -> None:
-        """``send`` for an aiokafka ConsumerRecord as received: its topic, key, partition and offset, and
-        its bytes unless ``original`` replaces them."""
-        await self.send(source_topic=record.topic, original=record.value if original is None else original,
-                        key=record.key, error=error, partition=record.partition, offset=record.offset)
+    async def refuse(self, received, error: ContractError | Exception, original: bytes | None = None) -> None:
+        """``send`` for a message as received, a Faust event or an aiokafka ConsumerRecord: its topic, key,
+        partition and offset, and its bytes unless ``original`` replaces them."""
+        m = getattr(received, "message", received)  # a Faust event's message has the record's fields
+        await self.send(source_topic=m.topic, original=m.value if original is None else original, key=m.key,
+                        error=error, partition=m.partition, offset=m.offset)
 
-    async def decoded(self, record, cls):
-        """``record`` (an aiokafka ConsumerRecord) decoded as contract ``cls``; None after refusing it
-        (``refuse``, with the decoder's reason) when it is not one."""
+    async def decoded(self, received, cls):
+        """``received`` (a Faust event or an aiokafka ConsumerRecord) decoded as contract ``cls``; None
+        after refusing it (``refuse``, with the decoder's reason) when it is not one."""
         try:
-            return contracts.decode(record.value, cls)
+            return contracts.decode(getattr(received, "message", received).value, cls)
         except ContractError as exc:
-            await self.refuse(record, exc)
+            await self.refuse(received, exc)
             return None
 
+
+def event_position(stream) -> tuple[int, int, bytes | None, dict]:
+    """(partition, offset, key, headers) of the event a Faust stream is on."""
+    ev = stream.current_event
+    if ev is None:
+        return -1, -1, None, {}
+    m = ev.message
+    headers = m.headers if isinstance(m.headers, dict) else dict(m.headers or [])
+    return m.partition, m.offset, m.key, headers

@@ -7,10 +7,9 @@ on inference threads that do nothing else, one per session of a model version (s
 on the CPU one single-threaded session per core), so while they run batches the next is prepared
 (ONNX Runtime, simplejpeg and OpenCV release the GIL, and the event loop keeps heartbeating); new
 model versions load in another thread beside them. A batch's output messages are delivered before
-the batch's input offsets are committed: at least once, and a crash replays the batch. Batches
+the batch's input offsets are acknowledged: at least once, and a crash replays the batch. Batches
 overlap: the next ones run on the inference threads while this one's outputs are tracked, sent and
-delivered, so the model never waits on Kafka. Frames are read in batches by aimass.batch_consumer,
-which holds up to one batch per session plus the one being prepared.
+delivered, so the model never waits on Kafka.
 Each camera's tracker is stored in a state topic after its detections went out (aimass.state), so a
 restarted or rebalanced worker resumes the tracks and skips frames whose detections were already sent.
 
@@ -25,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +35,6 @@ from opentelemetry import trace
 
 from aimass import contracts, control, metrics, telemetry
 from aimass import routing as R
-from aimass.batch_consumer import BatchConsumer, attach
 from aimass.contracts import ContractError, Detections, Frame, ModelEvent, ModelRouting, ShadowResult
 from aimass.kafka import DeadLetterSender, make_app, raw_topic
 from aimass.model_store import ModelStore
@@ -66,6 +65,7 @@ class Counters:
 def build_app(settings: DetectorSettings) -> faust.App:
     default = load_spec(settings.model_dir)  # a bad model folder fails here, before the worker joins its group
     app = make_app(SERVICE, settings)
+    frames_topic = raw_topic(app, settings, contracts.TOPIC_FRAMES)
     out_topic = raw_topic(app, settings, contracts.TOPIC_DETECTIONS)
     shadow_topic = raw_topic(app, settings, contracts.TOPIC_SHADOW)
     events_topic = raw_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
@@ -160,16 +160,18 @@ def build_app(settings: DetectorSettings) -> faust.App:
         await report("rolled_back", model, fallback.reason, revision=fallback.revision)
         return True
 
-    def on_assigned(assigned) -> None:
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs) -> None:
         for key in tracks.keys_in(tracks.assigned(assigned)):
             trackers.forget(key.decode())  # another worker owns this camera now
 
-    async def admit(records) -> tuple[list[Frame], list]:
-        """Decode a batch's records; dead-letter bad ones; skip redelivered and stale frames."""
+    async def admit(events) -> tuple[list[Frame], list]:
+        """Decode a batch's events; dead-letter bad ones; skip redelivered and stale frames."""
         received = contracts.now_ms()
         frames, ctxs = [], []
-        for m in records:
-            frame = await dead.decoded(m, Frame)
+        for ev in events:
+            m = ev.message
+            frame = await dead.decoded(ev, Frame)
             if frame is None:
                 counters.dead += 1
                 continue
@@ -205,11 +207,11 @@ def build_app(settings: DetectorSettings) -> faust.App:
             return await loop.run_in_executor(preparer, finish_batch, serving, batch)
         return batch_span, asyncio.ensure_future(run())
 
-    async def finish(before: asyncio.Future | None, frames: list[Frame], ctxs: list, batch_span, future) -> None:
+    async def finish(before: asyncio.Future | None, events, frames: list[Frame], ctxs: list, batch_span,
+                     future) -> None:
         """Wait for the batch's runs (re-running frames of a model that failed), track, send, wait for
-        delivery, store the trackers; the batch consumer commits the batch's input after. Batches
-        finish in order: each waits for the one before (``before``) first. A batch that fails is not
-        committed: the worker stops and the batch is replayed."""
+        delivery, store the trackers, then acknowledge the batch's input. Batches finish in order:
+        each waits for the one before (``before``) first. A batch that fails is not acknowledged."""
         loop = asyncio.get_running_loop()
         if before is not None:
             await before
@@ -232,6 +234,10 @@ def build_app(settings: DetectorSettings) -> faust.App:
                         result.served[i] = again.served[i]
                     result.failed, result.unserved = again.failed, again.unserved
             await deliver(frames, ctxs, result, batch_span)
+        # Only now, after its outputs were delivered, is the batch's input acknowledged (at least once).
+        for ev in events:
+            if ev.ack():  # the reference ``detect`` added; take_events dropped its own when the loop turned
+                app.sensors.on_message_out(ev.message.tp, ev.message.offset, ev.message)
 
     async def deliver(frames: list[Frame], ctxs: list, result, batch_span) -> None:
         """Track each served frame, send its detections (and shadow results), wait until delivered, then
@@ -297,25 +303,30 @@ def build_app(settings: DetectorSettings) -> faust.App:
             if camera_id in trackers.cameras:
                 tracks.save(partition, camera_id.encode(), trackers.cameras[camera_id].to_state())
 
-    last: list[asyncio.Future] = []  # the latest batch's finish: the next one waits for it
-
-    async def handle(batch):
-        """Start a batch: its frames admitted, prepared and run; returns its finish (tracking, delivery),
-        which the batch consumer awaits before committing the batch, while the next batches are fetched
-        and started: up to one batch per session running and the next being prepared."""
-        records = [r for rs in batch.values() for r in rs]
-        if last and any(not tracks.loaded(r.partition) for r in records):
-            # A partition's stored trackers are about to be restored: let the batches in flight finish first.
-            await last[0]
-        frames, ctxs = await admit(records)
-        batch_span, future = await infer(frames, ctxs) if frames else (None, None)
-        task = asyncio.ensure_future(finish(last[0] if last else None, frames, ctxs, batch_span, future))
-        last[:] = [task]
-        return task
-
-    attach(app, BatchConsumer(settings, app.conf.id, [settings.topic(contracts.TOPIC_FRAMES)], handle,
-                              max_records=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000.0,
-                              max_in_flight=sessions + 1, on_assigned=on_assigned, start_when=routed.wait))
+    @app.agent(frames_topic)
+    async def detect(stream):
+        """Batches overlap: the next batches run on the inference threads while this one's outputs are
+        tracked, sent and delivered (``finish``, in batch order), so the model waits on no Kafka round
+        trip. Each event
+        holds an extra reference until its batch finished, so ``take_events`` acknowledging it when the
+        loop turns does not commit its offset early."""
+        await routed.wait()
+        in_flight: deque[asyncio.Task] = deque()
+        async for events in stream.take_events(settings.max_batch, within=settings.max_wait_ms / 1000.0):
+            if any(not tracks.loaded(ev.message.partition) for ev in events):
+                # A partition's stored trackers are about to be restored: let batches in flight finish first.
+                while in_flight:
+                    await in_flight.popleft()
+            for ev in events:
+                ev.message.incref()
+            frames, ctxs = await admit(events)
+            batch_span, future = await infer(frames, ctxs) if frames else (None, None)
+            in_flight.append(asyncio.ensure_future(
+                finish(in_flight[-1] if in_flight else None, events, frames, ctxs, batch_span, future)))
+            # One batch per session running and the next being prepared, at most; popping surfaces a
+            # failed batch's error.
+            while len(in_flight) > sessions + 1 or (in_flight and in_flight[0].done()):
+                await in_flight.popleft()
 
     @app.timer(10.0)
     async def log_counters() -> None:

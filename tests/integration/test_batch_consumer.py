@@ -148,38 +148,6 @@ def test_a_batch_s_rest_overlaps_the_next_batch_and_is_committed_only_when_it_fi
     assert sum(handled) == 300
 
 
-def test_up_to_max_in_flight_rests_run_at_once_and_commit_in_batch_order(ns):
-    _produce(ns, 300)
-    release = asyncio.Event()
-    handled: list[int] = []
-    finished: list[int] = []
-
-    async def handle(batch):
-        k = len(handled)
-        handled.append(sum(map(len, batch.values())))
-
-        async def rest() -> None:  # the first batch's run hangs; the later ones end at once
-            if k == 0:
-                await release.wait()
-            finished.append(k)
-        return rest()
-
-    async def run() -> None:
-        c = _consumer(ns, "g", handle, max_records=20, max_in_flight=3)
-        await c.start()
-        # Three rests in flight and a fourth batch handled; the fifth waits for the first rest.
-        await _until(lambda: len(handled) >= 4, 30, "four batches handled while the first is unfinished")
-        await asyncio.sleep(0.3)  # time for a fifth to get in, were it not held (not a readiness wait)
-        assert len(handled) == 4 and finished == [1, 2]
-        assert sum(c.committed.values()) == 0  # later batches wait for the first before they commit
-        release.set()
-        await _until(lambda: sum(c.committed.values()) == 300, 30, "every offset committed")
-        await c.stop()
-
-    asyncio.run(run())
-    assert sum(handled) == 300 and finished[:4] == [1, 2, 0, 3]
-
-
 def test_work_between_batches_waits_for_the_batch_in_hand(ns):
     _produce(ns, 50)
     release, entered = asyncio.Event(), asyncio.Event()
