@@ -29,8 +29,9 @@ SERVICE = "sink"
 # time, so a message costs no call per table.
 Mapper = Callable[[list, float], list[tuple]]
 ROUTES: dict[str, tuple[type, dict[str, Mapper]]] = {
-    contracts.TOPIC_DETECTIONS: (Detections, {"frames": lambda ms, t: [R.frame_row(m, t) for m in ms],
-                                               "detections": lambda ms, t: [r for m in ms for r in R.detection_rows(m)]}),
+    contracts.TOPIC_DETECTIONS: (Detections, {
+        "frames": lambda ms, t: [R.frame_row(m, t) for m in ms],
+        "detections": lambda ms, t: [r for m in ms for r in R.detection_rows(m)]}),
     contracts.TOPIC_VIOLATIONS: (Violation, {"violations": lambda ms, t: [R.violation_row(m, t) for m in ms]}),
     contracts.TOPIC_SENSORS: (SensorReading, {"sensor_readings": lambda ms, t: [R.reading_row(m, t) for m in ms]}),
     contracts.TOPIC_DEADLETTER: (DeadLetter, {"deadletters": lambda ms, t: [R.deadletter_row(m) for m in ms]}),
