@@ -307,9 +307,8 @@ def build_app(settings: DetectorSettings) -> faust.App:
     async def detect(stream):
         """Batches overlap: the next batches run on the inference threads while this one's outputs are
         tracked, sent and delivered (``finish``, in batch order), so the model waits on no Kafka round
-        trip. Each event
-        holds an extra reference until its batch finished, so ``take_events`` acknowledging it when the
-        loop turns does not commit its offset early."""
+        trip. Each event holds an extra reference until its batch finished, so ``take_events``
+        acknowledging it when the loop turns does not commit its offset early."""
         await routed.wait()
         in_flight: deque[asyncio.Task] = deque()
         async for events in stream.take_events(settings.max_batch, within=settings.max_wait_ms / 1000.0):
