@@ -114,10 +114,11 @@ class BatchConsumer(mode.Service):
         # Let the batches in hand finish and commit (the loop takes no new one once stopping), then
         # leave the group, so a restarted worker does not wait for the session to time out.
         if self._looping:
+            wait_s = max(1.0, self.settings.stop_timeout_s - 5)  # the rest of stop_timeout_s: commit, leave
             try:
-                await asyncio.wait_for(self._loop_done.wait(), timeout=30.0)
+                await asyncio.wait_for(self._loop_done.wait(), timeout=wait_s)
             except asyncio.TimeoutError:
-                log.warning("%s: the batch in hand did not finish within 30 s; it will be replayed", self.group)
+                log.warning("%s: the batch in hand did not finish within %.0f s; it will be replayed", self.group, wait_s)
         if self.consumer is not None:
             await self.flush_commits()
             await self.consumer.stop()

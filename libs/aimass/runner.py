@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,8 +63,34 @@ def run_worker(name: str) -> None:
     metrics.watch_lag(app)
     _announce_ready(app, name)
     app.finalize()
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+
+    class Worker(faust.Worker):
+        async def on_stop(self) -> None:  # the first step of stopping, whatever asked for it
+            _exit_after(name, settings.stop_timeout_s)
+            await super().on_stop()
+
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+EXIT_STOP_TIMEOUT = 3
+
+
+def _exit_after(name: str, seconds: float) -> None:
+    """Exit the process if stopping takes longer than ``seconds``. A stop commits offsets, flushes the
+    producer and lets the sink's last inserts finish; a broker or ClickHouse that stopped answering
+    holds those for ever (seen with a stalled broker: a sink still there 120 s after SIGTERM). Exiting
+    then is safe: what the worker had not committed is read again by the next worker of its group."""
+    def expire() -> None:
+        log.error("%s worker did not stop within %.0f s (AIMASS_STOP_TIMEOUT_S) of being asked to: a broker or "
+                  "ClickHouse that does not answer holds its last commit or insert. Exiting now; its uncommitted "
+                  "input will be read again by the next %s worker", name, seconds, name)
+        logging.shutdown()  # flush the log line before the hard exit
+        os._exit(EXIT_STOP_TIMEOUT)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True  # a process that stops in time exits without waiting for it
+    timer.start()
 
 
 def _announce_ready(app, name: str) -> None:

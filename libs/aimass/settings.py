@@ -124,6 +124,11 @@ class Settings(_Base):
                                  "`aimass run all` gives its workers this port, +1, +2, ... in the order it starts them")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port per worker; 0 turns it off. "
                               "`aimass run all` gives its workers this port, +1, +2, ... in the order it starts them")
+    stop_timeout_s: float = Field(25.0, ge=2, description="longest a worker takes to stop after SIGTERM or Ctrl-C: it "
+                                  "finishes the batch in hand and commits, but a broker or ClickHouse that stopped "
+                                  "answering could hold that for ever, so it then exits anyway (its uncommitted input "
+                                  "is read again by the next worker of its group). Keep it under the orchestrator's "
+                                  "grace period (Kubernetes: terminationGracePeriodSeconds, 30 s by default)")
 
 
     def topic(self, name: str) -> str:

@@ -6,50 +6,18 @@ and counts them; what is left in the spool when the gateway stops goes out when 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
+from private_broker import Broker
 
-from aimass import contracts, stack
-from aimass.kafka import create_topics
-from aimass.processes import free_port, stop_pid
+from aimass import contracts
 from aimass.settings import GatewaySettings
 from aimass_gateway.producer import GatewayProducer
 
 pytestmark = pytest.mark.integration
-
-
-class Broker:
-    """A tansu broker on a fixed port that can be stopped and started again (in-memory: it comes back
-    empty, and the topics are created again, as an operator's restart script would)."""
-
-    def __init__(self, tmp, prefix: str):
-        self.port = free_port()
-        self.tmp = tmp
-        self.prefix = prefix
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        url = f"tcp://127.0.0.1:{self.port}"
-        with open(self.tmp / "tansu.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(stack.tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        stack.wait_for_port("127.0.0.1", self.port, 20, self.proc)
-        asyncio.run(create_topics(GatewaySettings(kafka_bootstrap=self.bootstrap, topic_prefix=self.prefix)))
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc.pid)
-            self.proc = None
 
 
 @pytest.fixture
