@@ -22,9 +22,15 @@ pytestmark = pytest.mark.integration
 STOP_TIMEOUT_S = 4
 
 
-def test_the_sink_stops_in_time_when_the_broker_hangs_mid_drain(ns, ns_ch, tmp_path):
-    broker = Broker(tmp_path, "hang.")
-    broker.start()
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path, "hang.")
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_the_sink_stops_in_time_when_the_broker_hangs_mid_drain(broker, ns, ns_ch, tmp_path):
     settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="hang.")
     backlog = workload.detection_messages(["cam-a", "cam-b", "cam-c", "cam-d"], 15000, 3)
     asyncio.run(workload.produce(settings, contracts.TOPIC_DETECTIONS, backlog))
@@ -54,4 +60,3 @@ def test_the_sink_stops_in_time_when_the_broker_hangs_mid_drain(ns, ns_ch, tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-        broker.stop()
