@@ -259,13 +259,3 @@ class DeadLetterSender:
         except ContractError as exc:
             await self.refuse(received, exc)
             return None
-
-
-def event_position(stream) -> tuple[int, int, bytes | None, dict]:
-    """(partition, offset, key, headers) of the event a Faust stream is on."""
-    ev = stream.current_event
-    if ev is None:
-        return -1, -1, None, {}
-    m = ev.message
-    headers = m.headers if isinstance(m.headers, dict) else dict(m.headers or [])
-    return m.partition, m.offset, m.key, headers
