@@ -3,6 +3,7 @@ supervised child processes (`aimass run all`), so each gets its own GIL and its 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -63,6 +64,7 @@ def run_worker(name: str) -> None:
     metrics.watch_lag(app)
     _announce_ready(app, name)
     app.finalize()
+    freeze_startup_heap()
 
     class Worker(faust.Worker):
         async def on_stop(self) -> None:  # the first step of stopping, whatever asked for it
@@ -71,6 +73,15 @@ def run_worker(name: str) -> None:
 
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def freeze_startup_heap() -> None:
+    """Move what start-up made (modules, the app, the site, the model) out of the collector's sight: it
+    lives as long as the worker, yet every full collection walked it again. The sink holds each batch's
+    rows while its inserts run; those survivors set off full collections, which took ~10 % of its CPU on
+    a drain (0.21 of 2.1 s; frozen: 0.01 s, rows/s x1.13-1.36 in four alternating pairs)."""
+    gc.collect()  # what is already garbage is freed, not frozen
+    gc.freeze()
 
 
 EXIT_STOP_TIMEOUT = 3
