@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import faust
@@ -53,23 +54,26 @@ class BatchConsumer(mode.Service):
     before the first fetch.
 
     ``handle`` either does all of a batch's work, or returns a coroutine with the rest of it (the
-    sink's inserts): that runs while the next batch is fetched and handled, and the batch's offsets
-    are committed once it finished. One batch at a time is in that state, so the I/O of one batch
-    overlaps the CPU work of the next, in order, and at most two batches are held."""
+    sink's inserts): that runs while the next batches are fetched and handled, and the batch's offsets
+    are committed once it finished. Up to ``in_flight`` batches are in that state at once, so the I/O
+    of those overlaps the CPU work of the next; they are committed in order, and at most
+    ``in_flight + 1`` batches are held."""
 
     def __init__(self, settings: Settings, group: str, topics: Sequence[str], handle: Handler, *,
-                 max_records: int, max_wait_s: float, max_bytes: int = 1 << 62, on_assigned: OnAssigned | None = None,
-                 start_when: Callable[[], Awaitable[object]] | None = None, **kwargs):
+                 max_records: int, max_wait_s: float, max_bytes: int = 1 << 62, in_flight: int = 1,
+                 on_assigned: OnAssigned | None = None, start_when: Callable[[], Awaitable[object]] | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.settings, self.group, self.topics = settings, group, list(topics)
         self.handle, self.on_assigned, self.start_when = handle, on_assigned, start_when
         self.max_records, self.max_wait_s, self.max_bytes = max_records, max_wait_s, max_bytes
+        self.in_flight = max(1, in_flight)
         self.consumer: AIOKafkaConsumer | None = None
         self.committed: dict[TopicPartition, int] = {}  # the next offset to read, as committed
         self.processed: dict[TopicPartition, int] = {}  # the next offset to read, as handled
         self._owned: set[TopicPartition] = set()
         self._busy = asyncio.Lock()  # held while a batch is handled, and while a rebalance settles
-        self._finishing: tuple[asyncio.Future, dict[TopicPartition, int]] | None = None  # a batch's rest, its offsets
+        self._finishing: deque[tuple[asyncio.Future, dict[TopicPartition, int]]] = deque()  # rests, their offsets
         self._to_commit: dict[TopicPartition, int] = {}
         self._committing: asyncio.Future | None = None
         self._looping = False
@@ -136,8 +140,8 @@ class BatchConsumer(mode.Service):
                 async with self._busy:
                     if batch and not self.should_stop:
                         await self._one(batch)
-                    elif self._finishing is not None and self._finishing[0].done():
-                        await self._settle()
+                    else:
+                        await self._settle(only_done=True)
             async with self._busy:
                 await self._settle()
         except Exception as exc:  # a bug in the handler: crash the worker (its supervisor restarts it)
@@ -172,14 +176,16 @@ class BatchConsumer(mode.Service):
         batch = {tp: records for tp, records in batch.items() if tp in self._owned and records}
         if not batch:
             return
-        rest = await self.handle(batch)  # meanwhile the previous batch's rest runs
-        await self._settle()  # the previous batch is committed before this one
+        rest = await self.handle(batch)  # meanwhile the previous batches' rests run
+        # The batches before this one are committed before it; with a rest of its own, only as many
+        # as make room for it.
+        await self._settle(keep=0 if rest is None else self.in_flight - 1)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         self.processed.update(offsets)
         if rest is None:
             self._commit_soon(offsets)
         else:
-            self._finishing = (asyncio.ensure_future(rest), offsets)
+            self._finishing.append((asyncio.ensure_future(rest), offsets))
 
     @contextlib.asynccontextmanager
     async def between_batches(self):
@@ -189,16 +195,17 @@ class BatchConsumer(mode.Service):
             await self._settle()
             yield
 
-    async def _settle(self) -> None:
-        """Wait for the batch whose rest is running, then commit it (the caller holds ``_busy``)."""
-        if self._finishing is None:
-            return
-        task, offsets = self._finishing
-        try:
-            await task
-        finally:
-            self._finishing = None
-        self._commit_soon(offsets)
+    async def _settle(self, keep: int = 0, only_done: bool = False) -> None:
+        """Wait for the oldest batches whose rests are running, in order, and commit each, until
+        ``keep`` are left (or, with ``only_done``, until the oldest is still running). The caller holds
+        ``_busy``."""
+        while len(self._finishing) > keep and not (only_done and not self._finishing[0][0].done()):
+            task, offsets = self._finishing[0]
+            try:
+                await task
+            finally:
+                self._finishing.popleft()
+            self._commit_soon(offsets)
 
     def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit in the background, one request at a time, the latest offsets per partition: the next

@@ -253,8 +253,11 @@ class SinkSettings(Settings):
     batch_wait_s: float = Field(0.5, gt=0, description="longest a batch waits to fill after its first message "
                                 "(adds at most this to the time before a row is queryable)")
     batch_max_bytes: int = Field(2 * 1024 * 1024, ge=64 * 1024, description="most message bytes per batch (a batch's "
-                                 "rows take several times that in memory while its insert is retried; two batches "
-                                 "are held: one inserting, the next being read)")
+                                 "rows take several times that in memory while its insert is retried; "
+                                 "insert_batches + 1 batches are held: those inserting, the next being read)")
+    insert_batches: int = Field(2, ge=1, le=8, description="batches whose inserts may run at once, committed in order "
+                                "(each table gets as many ClickHouse connections): the server works on one while "
+                                "the sink sends the next")
     retry_max_s: float = Field(30.0, gt=0, description="longest back-off between insert retries (retries never give up)")
 
 

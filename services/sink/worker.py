@@ -54,12 +54,13 @@ def build_app(settings: SinkSettings) -> faust.App:
     routes = {settings.topic(name): (name, *route) for name, route in ROUTES.items()}  # full topic name -> route
     for _, tables in ROUTES.values():
         for table in tables:
-            writers[table] = TableWriter(settings.clickhouse_url, table, retry_max_s=settings.retry_max_s, user=user)
+            writers[table] = TableWriter(settings.clickhouse_url, table, retry_max_s=settings.retry_max_s, user=user,
+                                         connections=settings.insert_batches)
 
     async def handle(batch):
         """Rows for the whole batch; returns its inserts, one per table, all tables at once (each writer
-        has its own connection and thread), which run while the next batch is read and mapped. The
-        batch's offsets are committed after they all succeeded."""
+        has its own connections and threads), which run while the next batches are read and mapped
+        (``insert_batches`` of them at once). The batch's offsets are committed after they all succeeded."""
         t = contracts.now_ms()
         recording = telemetry.recording()  # no span per message that nobody sees
         rows: dict[str, list[tuple]] = {}
@@ -95,7 +96,8 @@ def build_app(settings: SinkSettings) -> faust.App:
         return insert()
 
     attach(app, BatchConsumer(settings, app.conf.id, list(routes), handle, max_records=settings.batch_rows,
-                              max_wait_s=settings.batch_wait_s, max_bytes=settings.batch_max_bytes))
+                              max_wait_s=settings.batch_wait_s, max_bytes=settings.batch_max_bytes,
+                              in_flight=settings.insert_batches))
 
     @app.timer(10.0)
     async def report() -> None:

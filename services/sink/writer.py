@@ -2,13 +2,15 @@
 
 A batch is retried until it succeeds, with capped exponential back-off: while ClickHouse is down the
 sink stops acknowledging input, so Kafka lag grows instead of memory, and nothing is lost. Each
-writer owns one connection used from one thread (clickhouse-driver clients are not thread-safe).
+writer has ``connections`` threads, each with its own connection (clickhouse-driver clients are not
+thread-safe), so that many of its inserts can run at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,31 +24,36 @@ log = logging.getLogger("aimass.sink")
 
 
 class TableWriter:
-    def __init__(self, url: str, table: str, *, retry_max_s: float = 30.0, user=None):
+    def __init__(self, url: str, table: str, *, retry_max_s: float = 30.0, user=None, connections: int = 1):
         self.url = url
         self.user = user  # an aimass.clickhouse.users.DbUser (the insert-only sink user), else the URL's user
         self.table = table
         self.columns = COLUMNS[table]
         self.retry_max_s = retry_max_s
-        self._client = None
-        self._tokens = False  # whether the server takes insert deduplication tokens
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sink-{table}")
+        self._local = threading.local()  # each thread's connection, and whether its server takes tokens
+        self._clients: set = set()  # all of them, to close
+        self._pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix=f"sink-{table}")
         self.rows = 0
         self.batches = 0
         self.failures = 0
         self.last_flush_ms = 0.0
 
     def _insert(self, rows: list[tuple]) -> None:
-        if self._client is None:
+        local = self._local
+        if getattr(local, "client", None) is None:
             u = self.user
-            self._client = connect(self.url, user=u.name, password=u.password) if u else connect(self.url)
-            self._tokens = server_version(self._client) >= DEDUP_TOKEN_SINCE
+            client = connect(self.url, user=u.name, password=u.password) if u else connect(self.url)
+            # The first query connects: a server that refuses leaves no half-made connection behind.
+            local.tokens = server_version(client) >= DEDUP_TOKEN_SINCE
+            local.client = client
+            self._clients.add(client)
         try:
-            insert(self._client, self.table, self.columns, rows,
-                   token=dedup_token(self.table, rows) if self._tokens else None)
+            insert(local.client, self.table, self.columns, rows,
+                   token=dedup_token(self.table, rows) if local.tokens else None)
         except BaseException:
             # A broken connection is not reused: the next attempt opens a new one.
-            client, self._client = self._client, None
+            client, local.client = local.client, None
+            self._clients.discard(client)
             try:
                 client.disconnect()
             except Exception:
@@ -82,6 +89,6 @@ class TableWriter:
             return
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.disconnect()
+        for client in list(self._clients):
+            client.disconnect()
         self._pool.shutdown(wait=False)

@@ -1,7 +1,8 @@
 """aimass.batch_consumer against the real broker: offsets are committed only after a batch was handled
 (a handler that fails leaves its batch to be read again), two consumers of one group split the
 partitions and between them handle every message in order per partition, and a batch keeps to its
-byte bound."""
+byte bound; batches whose rest (the sink's inserts) runs on are committed in order, up to a number
+at once."""
 
 from __future__ import annotations
 
@@ -146,6 +147,38 @@ def test_a_batch_s_rest_overlaps_the_next_batch_and_is_committed_only_when_it_fi
 
     asyncio.run(run())
     assert sum(handled) == 300
+
+
+def test_up_to_in_flight_rests_run_at_once_and_commit_in_order(ns):
+    _produce(ns, 1000)
+    release = asyncio.Event()
+    handled: list[int] = []
+    finished: list[int] = []
+
+    async def handle(batch):
+        handled.append(sum(map(len, batch.values())))
+        n = len(handled)
+
+        async def rest() -> None:  # the first batch's I/O hangs until released; the others' finish at once
+            if n == 1:
+                await release.wait()
+            finished.append(n)
+        return rest()
+
+    async def run() -> None:
+        c = _consumer(ns, "g", handle, in_flight=3)
+        await c.start()
+        # Batches 2 and 3 finish beside the hanging first; the 4th is handled, then waits for room.
+        await _until(lambda: len(handled) >= 4 and finished == [2, 3], 30, "two rests finished beside the first")
+        await asyncio.sleep(0.3)  # time for a 5th batch to get in, were it not held (not a readiness wait)
+        assert len(handled) == 4
+        assert sum(c.committed.values()) == 0  # 2 and 3 are done, but not committed before 1
+        release.set()
+        await _until(lambda: sum(c.committed.values()) == 1000, 30, "every offset committed")
+        await c.stop()
+
+    asyncio.run(run())
+    assert sum(handled) == 1000 and finished[:3] == [2, 3, 1]
 
 
 def test_work_between_batches_waits_for_the_batch_in_hand(ns):

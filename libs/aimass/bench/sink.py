@@ -65,5 +65,6 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
     _, raw_after = raw_insert(raw_ns.clickhouse_url, messages, settings.batch_rows)
     raw_rate = rows / ((raw_before + raw_after) / 2)
     return {"messages": len(messages), "rows": rows, "batch_messages": settings.batch_rows,
+            "insert_batches": settings.insert_batches,
             "sink_rows_per_s": round(rate.per_s), "raw_rows_per_s": round(raw_rate),
             "ratio": round(rate.per_s / raw_rate, 3), "worker_rss_mb": round(rss, 1), "goal": 0.8}
