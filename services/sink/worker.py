@@ -41,6 +41,11 @@ ROUTES: dict[str, tuple[type, dict[str, Mapper]]] = {
 }
 
 
+# A batch's frame rows are written after its other tables' rows: a frame that can be queried has its
+# detections in, so a query that waits for frames, or joins the two, never sees a frame without its
+# objects. Against writing all tables at once: x0.88-1.13 rows/s over eight alternating drains (~5 % less).
+WRITTEN_LAST = "frames"
+
 TRACED = {contracts.TOPIC_DETECTIONS, contracts.TOPIC_VIOLATIONS, contracts.TOPIC_SENSORS}
 
 
@@ -58,9 +63,10 @@ def build_app(settings: SinkSettings) -> faust.App:
                                          connections=settings.insert_batches)
 
     async def handle(batch):
-        """Rows for the whole batch; returns its inserts, one per table, all tables at once (each writer
-        has its own connections and threads), which run while the next batches are read and mapped
-        (``insert_batches`` of them at once). The batch's offsets are committed after they all succeeded."""
+        """Rows for the whole batch; returns its inserts, one per table (each writer has its own
+        connections and threads), the frames after the rest, which run while the next batches are read
+        and mapped (``insert_batches`` of them at once). The batch's offsets are committed after they all
+        succeeded."""
         t = contracts.now_ms()
         recording = telemetry.recording()  # no span per message that nobody sees
         rows: dict[str, list[tuple]] = {}
@@ -86,7 +92,10 @@ def build_app(settings: SinkSettings) -> faust.App:
         size = sum(map(len, batch.values()))
 
         async def insert() -> None:
-            await asyncio.gather(*(writers[table].write(table_rows) for table, table_rows in rows.items()))
+            await asyncio.gather(*(writers[table].write(table_rows) for table, table_rows in rows.items()
+                                   if table != WRITTEN_LAST))
+            if WRITTEN_LAST in rows:
+                await writers[WRITTEN_LAST].write(rows[WRITTEN_LAST])
             # One span per message, child of its trace, timed by the batch's inserts: a frame's trace ends
             # with the insert that made it queryable.
             done = contracts.now_ms()
