@@ -199,8 +199,10 @@ class BatchConsumer(mode.Service):
         """Wait for the oldest batches whose rests are running, in order, and commit each, until
         ``keep`` are left (or, with ``only_done``, until the oldest is still running). The caller holds
         ``_busy``."""
-        while len(self._finishing) > keep and not (only_done and not self._finishing[0][0].done()):
+        while len(self._finishing) > keep:
             task, offsets = self._finishing[0]
+            if only_done and not task.done():
+                return
             try:
                 await task
             finally:
