@@ -66,10 +66,57 @@ def test_interleave_round_robins_cameras():
     assert workload.interleave(frames) == [(0, "a0"), (0, "b0"), (1, "a1")]
 
 
+class FakeClock:
+    """Stands in for the probe's ``time``: sleeping moves the clock on at once."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+def test_combined_rate_counts_only_while_every_worker_works(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(probe, "time", clock)
+    # Worker a reads 100/s from t=0; b joins at t=3 and reads 100/s too: together 200/s from there.
+    a = lambda: 100.0 * clock.now  # noqa: E731
+    b = lambda: 100.0 * max(0.0, clock.now - 3)  # noqa: E731
+    rate, last = probe.combined_rate([a, b], 1000, deadline_s=60, interval_s=1.0)
+    assert rate.per_s == pytest.approx(200.0)  # from the first sample with both counting (t=4) to 900 (t=6)
+    assert rate.window_s == pytest.approx(2.0)
+    assert last == [700.0, 400.0]
+
+
+def test_combined_rate_refuses_when_a_worker_began_too_late(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(probe, "time", clock)
+    late = lambda: 0.0 if clock.now < 9.5 else 1.0  # noqa: E731
+    with pytest.raises(RuntimeError, match="began counting only after"):
+        probe.combined_rate([lambda: 100.0 * clock.now, late], 1000, deadline_s=60, interval_s=1.0)
+
+
+def test_cameras_spread_one_per_partition():
+    from aimass.state import partition_for
+
+    site = load_site(DEFAULT_SITE_FILE)
+    assert [partition_for(c.id.encode(), 4) for c in workload.cameras(site, 4)] == [0, 1, 0, 3]  # why spread exists
+    for n, partitions in ((4, 4), (8, 4), (6, 3)):
+        cams = workload.cameras(site, n, spread=partitions)
+        assert [partition_for(c.id.encode(), partitions) for c in cams] == [i % partitions for i in range(n)]
+        assert len({c.id for c in cams}) == n
+        scripted = [c for c in site.cameras if c.scene is not None]
+        assert [c.scene for c in cams] == [scripted[i % len(scripted)].scene for i in range(n)]
+
+
 RESULTS = {
     "detector": {"pipeline_fps": 38.0, "bare_fps": 50.0, "efficiency": 0.76, "goal": 0.85},
     "rules": {"worker_msgs_per_s": 1000, "raw_msgs_per_s": 150000, "ratio": 0.007, "goal": 0.5,
-              "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000},
+              "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000, "two_workers_msgs_per_s": 1800,
+              "two_workers_ratio": 0.012, "two_over_one": 1.8},
     "sink": {"sink_rows_per_s": 90000, "raw_rows_per_s": 100000, "ratio": 0.9, "goal": 0.8},
     "latency": {"cameras": 4, "fps_per_camera": 4.8, "capacity_fps": 38.0,
                 "stages_ms": {"decode": {"p50": 2.0, "p95": 3.0, "p99": 4.0}},
@@ -93,6 +140,7 @@ def test_report_says_which_goals_are_met():
     lines = {line.split("│")[1].strip() + line.split("│")[3].strip(): line for line in text.splitlines()
              if line.count("│") > 5}
     assert "not met" in next(v for k, v in lines.items() if k.startswith("detector"))
+    assert "1800 (x1.8 of one)" in next(v for k, v in lines.items() if k.startswith("2 workers"))
     assert "met" in next(v for k, v in lines.items() if k.startswith("sink rows/s"))
     assert "not met" not in next(v for k, v in lines.items() if k.startswith("sink rows/s"))
 

@@ -62,16 +62,26 @@ class Namespace:
 
     def start(self, kind: str, env: dict[str, str] | None = None, wait_s: float = 120.0) -> Worker:
         """Start ``aimass run KIND`` and wait until it has its partitions."""
-        port = free_port()
-        name = f"{kind}-{len(self.workers) + 1}"
-        log = self.folder / f"{name}.log"
-        ready = self.folder / "ready" / name  # each its own: a second detector is ready when it has partitions
-        proc = runner.spawn(kind, log, {**self.env, "AIMASS_METRICS_PORT": str(port), "AIMASS_READY_DIR": str(ready),
-                                        "AIMASS_WORKER_WEB_PORT": str(free_port()), **(env or {})})
-        worker = Worker(name, proc, port, log)
-        self.workers.append(worker)
-        runner.wait_ready(ready, [kind], [proc], wait_s)
-        return worker
+        return self.start_together(kind, 1, env, wait_s)[0]
+
+    def start_together(self, kind: str, count: int, env: dict[str, str] | None = None,
+                       wait_s: float = 120.0) -> list[Worker]:
+        """Start ``count`` workers of ``aimass run KIND`` at once (one consumer group) and wait until each
+        has partitions: started one after another, the first would read a backlog alone meanwhile."""
+        started = []
+        for _ in range(count):
+            port = free_port()
+            name = f"{kind}-{len(self.workers) + 1}"
+            log = self.folder / f"{name}.log"
+            ready = self.folder / "ready" / name  # each its own: a second worker is ready when it has partitions
+            proc = runner.spawn(kind, log, {**self.env, "AIMASS_METRICS_PORT": str(port),
+                                            "AIMASS_READY_DIR": str(ready), "AIMASS_WORKER_WEB_PORT": str(free_port()),
+                                            **(env or {})})
+            started.append(Worker(name, proc, port, log))
+            self.workers.append(started[-1])
+        for w in started:
+            runner.wait_ready(self.folder / "ready" / w.name, [kind], [w.proc for w in started], wait_s)
+        return started
 
     def stop(self) -> None:
         runner.stop([w.proc for w in self.workers])

@@ -64,6 +64,28 @@ def steady_rate(read: Callable[[], float], target: float, deadline_s: float, lo:
     return rate_between(samples, target, lo, hi)
 
 
+def combined_rate(reads: Sequence[Callable[[], float]], target: float, deadline_s: float, lo: float = 0.1,
+                  hi: float = 0.9, interval_s: float = 0.25,
+                  alive: Callable[[], bool] = lambda: True) -> tuple[Rate, list[float]]:
+    """``steady_rate`` of several workers' counters together (their sum reaching ``target``), its window
+    opening no earlier than the first sample where every one of them has counted: while a group's
+    workers are still joining, one may read alone. Returns the rate and each counter's last value."""
+    each: list[tuple[float, list[float]]] = []
+
+    def read() -> float:
+        values = [r() for r in reads]
+        each.append((time.monotonic(), values))
+        return sum(values)
+
+    rate = steady_rate(read, target, deadline_s, lo, hi, interval_s, alive)
+    all_in = next((sum(v) for _, v in each if all(x > 0 for x in v)), target)
+    start = max(lo, all_in / target)
+    if start >= hi:
+        raise RuntimeError(f"one worker began counting only after {all_in:.0f} of {target:.0f}: no span with all "
+                           "of them working to measure; give the workload more messages")
+    return rate_between(rate.samples, target, start, hi), each[-1][1]
+
+
 def rate_between(samples: Sequence[tuple[float, float]], target: float, lo: float = 0.1, hi: float = 0.9) -> Rate:
     """The rate of (time, count) ``samples`` between the interpolated times they crossed ``lo*target``
     and ``hi*target``."""

@@ -28,6 +28,10 @@ def tables(results: dict) -> list[Table]:
                   f"{r['ratio']}", f"≥ {r['goal']}", _ok(r["ratio"], r["goal"]))
         t.add_row("rules messages/s", f"{r['worker_msgs_per_s']}", "20000 per worker", "", "≥ 20000",
                   _ok(r["worker_msgs_per_s"], r["goal_msgs_per_s"]))
+        if "two_workers_msgs_per_s" in r:
+            t.add_row("  2 workers (one group)", f"{r['two_workers_msgs_per_s']} (x{r['two_over_one']} of one)",
+                      f"{r['raw_msgs_per_s']} (raw aiokafka)", f"{r['two_workers_ratio']}", f"≥ {r['goal']}",
+                      _ok(r["two_workers_ratio"], r["goal"]))
         t.add_row("  (plumbing, doing nothing)", f"{r['noop_msgs_per_s']}", f"{r['raw_msgs_per_s']} (raw aiokafka)",
                   f"{round(r['noop_msgs_per_s'] / r['raw_msgs_per_s'], 3)}", "", "")
     if s := results.get("sink"):

@@ -69,8 +69,27 @@ def run(fleet: Fleet, opts: RulesOptions) -> dict:
     ns.stop()
     raw_after = asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
     raw_rate = n / ((raw_before + raw_after) / 2)
+    two, shares = two_workers(fleet, site.model_copy(update={"cameras": cams}), messages)
     return {"messages": n, "objects_per_message": opts.objects, "rules": len(site.rules),
             "violation_events": int(violations), "worker_msgs_per_s": round(rate.per_s),
             "raw_msgs_per_s": round(raw_rate), "ratio": round(rate.per_s / raw_rate, 3),
             "noop_msgs_per_s": round(ceiling), "ratio_to_noop": round(rate.per_s / ceiling, 3),
-            "worker_rss_mb": round(rss, 1), "goal": 0.5, "goal_msgs_per_s": 20000}
+            "worker_rss_mb": round(rss, 1), "goal": 0.5, "goal_msgs_per_s": 20000,
+            "two_workers_msgs_per_s": round(two.per_s), "two_workers_ratio": round(two.per_s / raw_rate, 3),
+            "two_over_one": round(two.per_s / rate.per_s, 3), "two_workers_shares": shares}
+
+
+def two_workers(fleet: Fleet, site, messages: list[tuple[bytes, bytes]]) -> tuple[probe.Rate, list[int]]:
+    """Two rules workers of one group draining the same messages from fresh topics: how the rules scale
+    by processes (each its own GIL). The group's round-robin assignment gives each two of the four
+    detections partitions, and so two of the bench's cameras (on partitions 0, 1, 0, 3)."""
+    ns = fleet.namespace("rules_two", site=site)
+    asyncio.run(workload.produce(ns.settings(), contracts.TOPIC_DETECTIONS, messages))
+    workers = ns.start_together("rules", 2)
+    try:
+        rate, last = probe.combined_rate([lambda w=w: probe.counter(w.metrics_port, "aimass_rule_evaluations")
+                                          for w in workers], len(messages), 300, interval_s=0.1,
+                                         alive=lambda: all(w.alive() for w in workers))
+    finally:
+        ns.stop()
+    return rate, [int(x) for x in last]

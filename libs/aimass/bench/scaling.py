@@ -61,7 +61,9 @@ def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
     from aimass_detector.serving import session_layout
 
     d = opts.detector
-    cams = workload.cameras(fleet.site, d.cameras)
+    # One camera per partition of the frames topic, so each worker gets half of them whichever way the
+    # group splits the partitions (the site's own ids put two cameras on one partition).
+    cams = workload.cameras(fleet.site, d.cameras, spread=DetectorSettings().partitions_frames)
     ordered = workload.interleave(workload.render(cams, d.frames_per_camera))
     sessions, threads = session_layout(DetectorSettings(providers=d.providers, threads=d.threads,
                                                         detector_sessions=d.sessions))

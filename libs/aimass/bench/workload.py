@@ -5,6 +5,7 @@ measured workers nothing but the broker's time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from aimass.contracts import DetectedObject, Detections, Frame
 from aimass.kafka import start_producer
 from aimass.settings import Settings
 from aimass.site import Camera, Site
+from aimass.state import partition_for
 
 SITE_ID = "bench"
 
@@ -27,14 +29,22 @@ class EncodedFrame:
     jpeg: bytes
 
 
-def cameras(site: Site, n: int) -> list[Camera]:
-    """``n`` scripted cameras: the site's own, then copies of them under new ids (cam-gate-2, ...)."""
+def cameras(site: Site, n: int, spread: int = 0) -> list[Camera]:
+    """``n`` scripted cameras: the site's own, then copies of them under new ids (cam-gate-2, ...).
+
+    With ``spread`` partitions, camera i's id (its message key) lands on partition i % spread, renaming
+    a site camera to a copy where its own id does not: workers that split a topic's partitions then get
+    equal shares of the cameras (the demo's four ids hash to partitions 0, 1, 0, 3 of four)."""
     scripted = [c for c in site.cameras if c.scene is not None]
-    out = []
+    out: list[Camera] = []
     for i in range(n):
         base = scripted[i % len(scripted)]
-        copy = i // len(scripted)
-        out.append(base if copy == 0 else base.model_copy(update={"id": f"{base.id}-{copy + 1}"}))
+        ids = (base.id if k == 1 else f"{base.id}-{k}" for k in itertools.count(i // len(scripted) + 1))
+        if spread:
+            taken = {c.id for c in out}
+            ids = (c for c in ids if c not in taken and partition_for(c.encode(), spread) == i % spread)
+        cam_id = next(ids)
+        out.append(base if cam_id == base.id else base.model_copy(update={"id": cam_id}))
     return out
 
 
