@@ -318,6 +318,33 @@ def rules_validate(file: Path = typer.Argument(..., help="the site YAML")) -> No
     except SiteFileError as exc:
         _fail(str(exc))
     console.print(f"{file}: valid — site {s.site.id}, {len(s.cameras)} cameras, {len(s.sensors)} sensors, {len(s.rules)} rules")
+    _print_spread(s, Settings())
+
+
+def _print_spread(site, settings: Settings) -> None:
+    """How the site's cameras and sensors fall on the partitions of the topics keyed by them: workers
+    share a topic by partition, so a partition holding more than an even share loads one worker more."""
+    from aimass.kafka import even_counts, keys_by_partition
+
+    cameras, sensors = [c.id for c in site.cameras], [x.id for x in site.sensors]
+    for what, keys, count, setting, workers in (
+            ("cameras", cameras, settings.partitions_frames, "AIMASS_PARTITIONS_FRAMES", "detector"),
+            ("cameras", cameras, settings.partitions_detections, "AIMASS_PARTITIONS_DETECTIONS", "rules"),
+            ("sensors", sensors, settings.partitions_sensors, "AIMASS_PARTITIONS_SENSORS", "rules")):
+        if not keys:
+            continue
+        topic = setting.removeprefix("AIMASS_PARTITIONS_").lower()
+        parts = keys_by_partition(keys, count)
+        console.print(f"{what} over the {topic} topic's {count} partitions: "
+                      + " · ".join(f"{p}: {', '.join(k) or '-'}" for p, k in enumerate(parts)), highlight=False)
+        share, most = -(-len(keys) // count), max(map(len, parts))
+        if most > share:
+            even = even_counts(keys, count + 1)[:5]
+            console.print(f"  [yellow]uneven:[/yellow] a partition holds {most} of the {len(keys)} {what} where an "
+                          f"even share is {share}, so {workers} workers that split these partitions can get unequal loads "
+                          f"(the partition is a hash of the id). "
+                          + (f"Even at {', '.join(map(str, even))} partitions: set {setting} before the topics are "
+                             "created (`aimass stack init`)." if even else ""), highlight=False)
 
 
 @rules_app.command("apply")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from aimass import contracts, metrics
 from aimass.contracts import ContractError, DeadLetter
@@ -99,6 +101,31 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         contracts.TOPIC_STATE_RULES_SENSORS: settings.partitions_sensors,
         contracts.TOPIC_STATE_RULES_SITES: settings.partitions_violations,
     }
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the Kafka clients' default partitioner (murmur2, as the Java client and aiokafka
+    use) puts ``key`` in: where a key's input arrives before any of it has been seen."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def keys_by_partition(keys: Iterable[str], partitions: int) -> list[list[str]]:
+    """Which of ``keys`` (camera or sensor ids) the default partitioner puts in each partition."""
+    out: list[list[str]] = [[] for _ in range(partitions)]
+    for k in keys:
+        out[partition_for(k.encode(), partitions)].append(k)
+    return out
+
+
+def even_spread(keys: Sequence[str], partitions: int) -> bool:
+    """Whether no partition holds more of ``keys`` than an even share: workers that split the partitions
+    then split the keys as evenly as the partitions allow."""
+    return max(map(len, keys_by_partition(keys, partitions))) <= -(-len(keys) // partitions)
+
+
+def even_counts(keys: Sequence[str], start: int, up_to: int = 64) -> list[int]:
+    """Partition counts from ``start`` to ``up_to`` that spread ``keys`` evenly."""
+    return [n for n in range(max(1, start), up_to + 1) if even_spread(keys, n)]
 
 
 # Topics that keep only the latest value per key (brokers without compaction keep all; readers

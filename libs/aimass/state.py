@@ -29,10 +29,9 @@ from typing import Any
 
 import faust
 import msgspec
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
-from aimass.kafka import reader
+from aimass.kafka import partition_for, reader
 from aimass.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,12 +56,6 @@ def decode(data: bytes) -> Any | None:
     if not isinstance(doc, dict) or doc.get("v") != STATE_VERSION:
         return None
     return doc.get("state")
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition the Kafka clients' default partitioner (murmur2, as the Java client and aiokafka
-    use) puts ``key`` in: where a key's input arrives before any of it has been seen."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 async def read_partition(settings: Settings, topic: str, partition: int, fetch_wait_ms: int = 100) -> dict[bytes, bytes]:

@@ -100,7 +100,7 @@ def test_combined_rate_refuses_when_a_worker_began_too_late(monkeypatch):
 
 
 def test_cameras_spread_one_per_partition():
-    from aimass.state import partition_for
+    from aimass.kafka import partition_for
 
     site = load_site(DEFAULT_SITE_FILE)
     assert [partition_for(c.id.encode(), 4) for c in workload.cameras(site, 4)] == [0, 1, 0, 3]  # why spread exists

@@ -47,3 +47,18 @@ def test_worker_with_a_bad_site_file_stops_naming_the_field(tmp_path):
     r = _run_worker("rules", AIMASS_SITE_FILE=str(bad))
     assert r.returncode == 2
     assert str(bad) in r.stderr and "rules.2" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rules_validate_shows_how_ids_spread_over_partitions(monkeypatch):
+    demo = Path(__file__).parents[2] / "services" / "gateway" / "sites" / "demo.yaml"
+    monkeypatch.setenv("AIMASS_PARTITIONS_FRAMES", "4")
+    r = runner.invoke(app, ["rules", "validate", str(demo)], env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    frames = next(line for line in r.output.splitlines() if "frames topic" in line)
+    assert "0: cam-gate, cam-yard" in frames and "2: -" in frames
+    assert "so detector workers that split these partitions can get unequal loads" in r.output
+    assert "set AIMASS_PARTITIONS_FRAMES before the topics are created" in r.output
+    monkeypatch.setenv("AIMASS_PARTITIONS_FRAMES", "12")  # one camera per partition: nothing to warn about
+    r = runner.invoke(app, ["rules", "validate", str(demo)], env={"COLUMNS": "400"})
+    assert r.exit_code == 0 and "frames topic's 12 partitions" in r.output
+    assert "detector workers that split" not in r.output

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from aimass import contracts
 from aimass.contracts import DetectedObject, Detections, Frame
-from aimass.kafka import start_producer
+from aimass.kafka import partition_for, start_producer
 from aimass.settings import Settings
 from aimass.site import Camera, Site
-from aimass.state import partition_for
 
 SITE_ID = "bench"
 
