@@ -324,7 +324,7 @@ def rules_validate(file: Path = typer.Argument(..., help="the site YAML")) -> No
 def _print_spread(site, settings: Settings) -> None:
     """How the site's cameras and sensors fall on the partitions of the topics keyed by them: workers
     share a topic by partition, so a partition holding more than an even share loads one worker more."""
-    from aimass.kafka import even_counts, keys_by_partition
+    from aimass.kafka import even_counts, even_share, keys_by_partition
 
     cameras, sensors = [c.id for c in site.cameras], [x.id for x in site.sensors]
     for what, keys, count, setting, workers in (
@@ -337,7 +337,7 @@ def _print_spread(site, settings: Settings) -> None:
         parts = keys_by_partition(keys, count)
         console.print(f"{what} over the {topic} topic's {count} partitions: "
                       + " · ".join(f"{p}: {', '.join(k) or '-'}" for p, k in enumerate(parts)), highlight=False)
-        share, most = -(-len(keys) // count), max(map(len, parts))
+        share, most = even_share(len(keys), count), max(map(len, parts))
         if most > share:
             even = even_counts(keys, count + 1)[:5]
             console.print(f"  [yellow]uneven:[/yellow] a partition holds {most} of the {len(keys)} {what} where an "

@@ -117,10 +117,15 @@ def keys_by_partition(keys: Iterable[str], partitions: int) -> list[list[str]]:
     return out
 
 
+def even_share(keys: int, partitions: int) -> int:
+    """The most keys a partition holds when ``keys`` are spread as evenly as ``partitions`` allow."""
+    return -(-keys // partitions)
+
+
 def even_spread(keys: Sequence[str], partitions: int) -> bool:
     """Whether no partition holds more of ``keys`` than an even share: workers that split the partitions
     then split the keys as evenly as the partitions allow."""
-    return max(map(len, keys_by_partition(keys, partitions))) <= -(-len(keys) // partitions)
+    return max(map(len, keys_by_partition(keys, partitions))) <= even_share(len(keys), partitions)
 
 
 def even_counts(keys: Sequence[str], start: int, up_to: int = 64) -> list[int]:

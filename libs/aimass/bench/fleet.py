@@ -79,8 +79,9 @@ class Namespace:
                                             **(env or {})})
             started.append(Worker(name, proc, port, log))
             self.workers.append(started[-1])
+        procs = [w.proc for w in started]  # any of them exiting fails the wait
         for w in started:
-            runner.wait_ready(self.folder / "ready" / w.name, [kind], [w.proc for w in started], wait_s)
+            runner.wait_ready(self.folder / "ready" / w.name, [kind], procs, wait_s)
         return started
 
     def stop(self) -> None:
