@@ -91,8 +91,9 @@ def chart(results: dict, path: Path) -> Path | None:
     ax = axes[0][0]
     ratios = [(k, v) for k, v in (("detector", results.get("detector", {}).get("efficiency")),
                                   ("rules", results.get("rules", {}).get("ratio")),
+                                  ("rules, 2 workers", results.get("rules", {}).get("two_workers_ratio")),
                                   ("sink", results.get("sink", {}).get("ratio"))) if v is not None]
-    goals = {"detector": 0.85, "rules": 0.5, "sink": 0.8}
+    goals = {"detector": 0.85, "rules": 0.5, "rules, 2 workers": 0.5, "sink": 0.8}
     if ratios:
         ax.bar([k for k, _ in ratios], [v for _, v in ratios], color="#4477aa")
         ax.scatter([k for k, _ in ratios], [goals[k] for k, _ in ratios], color="#cc3311", marker="_", s=900,
