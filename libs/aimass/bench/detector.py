@@ -92,7 +92,7 @@ def drain(fleet: Fleet, name: str, cams, ordered, opts: DetectorOptions, workers
         asyncio.run(workload.produce(ns.settings(), contracts.TOPIC_FRAMES, messages))
     if not join_first:
         produce()
-    started = [ns.start("detector", env) for _ in range(workers)]
+    started = ns.start_together("detector", workers, env)
     with probe.GpuSampler() as gpu:
         if join_first:
             produce()
