@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from aimass.bench import scaling
+from aimass.bench.detector import DetectorOptions
+from aimass.bench.fleet import Fleet
 from aimass.bench.run import BenchOptions, run_bench
 from aimass.settings import DEFAULT_SITE_FILE
 from aimass.site import load_site
@@ -25,3 +28,17 @@ def test_quick_bench_measures_every_ratio_against_its_baseline():
     assert r["two_workers_msgs_per_s"] > 0
     assert s["rows"] == 4000 * 4 and s["ratio"] > 0  # 2 batches of 2000 messages: no steady rate to speak of
     assert results["machine"]["cores"] >= 1
+
+
+def test_scaling_doubles_cameras_up_to_the_capacity_it_is_given(tmp_path):
+    # A made-up capacity of 4 frames/s: one camera at 2 fps, then two; each step's frames all come back.
+    opts = scaling.ScalingOptions(steps=(1,), seconds=3, capacity_fps=4.0,
+                                  detector=DetectorOptions(frames_per_camera=5, cameras=2))
+    with Fleet(tmp_path, load_site(DEFAULT_SITE_FILE)) as fleet:
+        sc = scaling.run(fleet, opts)
+    assert sc["fps_per_camera"] == 2.0 and [st["cameras"] for st in sc["steps"]] == [1, 2]
+    for st in sc["steps"]:
+        assert st["frames_sent"] == st["cameras"] * 6 and st["frames_detected"] == st["frames_sent"]
+        assert st["latency_ms"]["p50"] > 0 and st["rss_mb"] > 100
+    assert sc["kept_up_with_cameras"] in (0, 1, 2)
+    assert sc["workers"]["one_worker_fps"] > 0 and sc["workers"]["two_workers_fps"] > 0

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from aimass import contracts
-from aimass.bench import probe, report, workload
+from aimass.bench import probe, report, scaling, workload
 from aimass.contracts import Detections
 from aimass.settings import DEFAULT_SITE_FILE
 from aimass.site import load_site
@@ -125,6 +125,7 @@ RESULTS = {
     "scaling": {"fps_per_camera": 2.0, "steps": [
         {"cameras": 1, "offered_fps": 2.0, "detected_fps": 2.0, "latency_ms": {"p50": 60.0, "p95": 90.0},
          "rss_mb": 230.0, "rss_per_camera_mb": 1.0}],
+        "kept_up_with_cameras": 1, "kept_up_share": 0.9,
         "workers": {"one_worker_fps": 38.0, "two_workers_fps": 30.0, "two_over_one": 0.79, "sessions_each": [2, 1],
                     "threads_per_session": 1}},
 }
@@ -143,6 +144,60 @@ def test_report_says_which_goals_are_met():
     assert "1800 (x1.8 of one)" in next(v for k, v in lines.items() if k.startswith("2 workers"))
     assert "met" in next(v for k, v in lines.items() if k.startswith("sink rows/s"))
     assert "not met" not in next(v for k, v in lines.items() if k.startswith("sink rows/s"))
+
+
+def test_report_shows_gpu_use_per_scaling_step_only_where_measured():
+    from rich.console import Console
+
+    def scaling_table(steps):
+        console = Console(record=True, width=200)
+        report.print_tables({"scaling": {**RESULTS["scaling"], "steps": steps}}, console)
+        return console.export_text()
+
+    step = RESULTS["scaling"]["steps"][0]
+    text = scaling_table([step, {**step, "cameras": 2, "gpu": {"gpu_util_mean_pct": 41.5, "gpu_util_max_pct": 63.0,
+                                                               "gpu_mem_max_mb": 900.0}}])
+    assert "GPU % mean/max" in text and "41.5/63" in text
+    assert "kept up with 1 cameras at 2.0 fps (>= 90% of the" in text
+    assert "GPU %" not in scaling_table([step])
+
+
+@pytest.mark.parametrize("capacity, fps, steps", [
+    (0.0, 2.0, [1, 2, 4, 8, 16]),  # no capacity measured: the given steps
+    (28.0, 2.0, [1, 2, 4, 8, 16]),  # 16 cameras at 2 fps already offer it
+    (50.0, 2.0, [1, 2, 4, 8, 16, 32]),  # a CPU: 2 fps, then 32 cameras offer more than it
+    (400.0, 12.5, [1, 2, 4, 8, 16, 32]),  # a GPU: 16 cameras offer half of it, 32 all of it
+    (10000.0, 312.5, [1, 2, 4, 8, 16, 32]),
+])
+def test_scaling_plan_doubles_cameras_until_they_offer_the_capacity(capacity, fps, steps):
+    assert scaling.plan(scaling.ScalingOptions(capacity_fps=capacity)) == (fps, steps)
+
+
+def test_scaling_plan_stops_at_the_most_cameras():
+    assert scaling.plan(scaling.ScalingOptions(capacity_fps=1000.0, fps_per_camera=5.0, steps=(1, 2),
+                                               max_cameras=32)) == (250.0, [1, 2, 4])
+    assert scaling.plan(scaling.ScalingOptions(capacity_fps=90.0, steps=(1, 2), max_cameras=16)) == (22.5, [1, 2, 4])
+    assert scaling.plan(scaling.ScalingOptions(capacity_fps=90.0, steps=(1,), max_cameras=2)) == (45.0, [1, 2])
+
+
+def test_kept_up_with_is_the_last_step_before_the_first_that_fell_behind():
+    def step(n, offered, detected):
+        return {"cameras": n, "offered_fps": offered, "detected_fps": detected}
+
+    assert scaling.kept_up_with([step(1, 2, 2), step(2, 4, 3.9), step(4, 8, 6.0), step(8, 16, 16)]) == 2
+    assert scaling.kept_up_with([step(1, 2, 1.0)]) == 0
+    assert scaling.kept_up_with([step(1, 2, 2), step(2, 4, 4)]) == 2
+
+
+def test_render_shares_a_scene_between_a_camera_and_its_copies():
+    site = load_site(DEFAULT_SITE_FILE)
+    cams = workload.cameras(site, 2 * len([c for c in site.cameras if c.scene is not None]))
+    frames = workload.render(cams, 2)
+    copy, original = cams[-1], next(c for c in cams if c.scene == cams[-1].scene and c.id != cams[-1].id)
+    assert [f.jpeg for f in frames[copy.id]] == [f.jpeg for f in frames[original.id]]
+    assert all(f.camera_id == copy.id for f in frames[copy.id])
+    other = next(c for c in cams if c.scene.background != copy.scene.background)
+    assert frames[other.id][0].jpeg != frames[copy.id][0].jpeg  # another scene, other frames
 
 
 def test_report_writes_json_and_a_chart_when_matplotlib_is_there(tmp_path):

@@ -50,14 +50,21 @@ def tables(results: dict) -> list[Table]:
         out.append(t)
     if sc := results.get("scaling"):
         t = Table(title=f"Scaling: one detector worker, {sc['fps_per_camera']} fps per camera")
-        for col in ("cameras", "offered fps", "detected fps", "p50 ms", "p95 ms", "RSS MiB", "MiB per camera"):
+        gpu = any("gpu" in st for st in sc["steps"])
+        for col in ("cameras", "offered fps", "detected fps", "p50 ms", "p95 ms", "RSS MiB", "MiB per camera",
+                    *(("GPU % mean/max",) if gpu else ())):
             t.add_column(col)
         for st in sc["steps"]:
+            g = st.get("gpu")
             t.add_row(str(st["cameras"]), str(st["offered_fps"]), str(st["detected_fps"]), str(st["latency_ms"]["p50"]),
-                      str(st["latency_ms"]["p95"]), str(st["rss_mb"]), str(st["rss_per_camera_mb"]))
+                      str(st["latency_ms"]["p95"]), str(st["rss_mb"]), str(st["rss_per_camera_mb"]),
+                      *((f"{g['gpu_util_mean_pct']}/{g['gpu_util_max_pct']:g}" if g else "-",) if gpu else ()))
         w = sc["workers"]
         threads = w["threads_per_session"] or "ONNX Runtime's"
-        t.caption = (f"backlog drained by 1 detector ({w['sessions_each'][0]} sessions of {threads} threads): "
+        kept = sc.get("kept_up_with_cameras")
+        t.caption = ((f"kept up with {kept} cameras at {sc['fps_per_camera']} fps (>= {sc['kept_up_share']:.0%} of the "
+                      f"frames offered detected in their step); " if kept is not None else "")
+                     + f"backlog drained by 1 detector ({w['sessions_each'][0]} sessions of {threads} threads): "
                      f"{w['one_worker_fps']} frames/s; by 2 ({w['sessions_each'][1]} sessions each): "
                      f"{w['two_workers_fps']} frames/s (x{w['two_over_one']})")
         out.append(t)
@@ -117,8 +124,11 @@ def chart(results: dict, path: Path) -> Path | None:
         n = [s["cameras"] for s in sc["steps"]]
         ax.plot(n, [s["offered_fps"] for s in sc["steps"]], "--", color="grey", label="offered frames/s")
         ax.plot(n, [s["detected_fps"] for s in sc["steps"]], "o-", color="#4477aa", label="detected frames/s")
+        if kept := sc.get("kept_up_with_cameras"):
+            ax.axvline(kept, color="#228833", linestyle=":", label=f"kept up with {kept} cameras")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("cameras")
+        ax.set_xticks(n, [str(c) for c in n])
+        ax.set_xlabel(f"cameras at {sc['fps_per_camera']} fps")
         ax2 = ax.twinx()
         ax2.plot(n, [s["latency_ms"]["p95"] for s in sc["steps"]], "s-", color="#cc3311", label="p95 latency ms")
         ax2.set_ylabel("ms")

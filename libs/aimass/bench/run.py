@@ -68,6 +68,7 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
                                                                              detector=det), capacity))
         section("scaling", lambda: scaling.run(fleet, scaling.ScalingOptions(
             steps=(1, 2) if opts.quick else (1, 2, 4, 8, 16), seconds=5 if opts.quick else 12,
+            capacity_fps=0.0 if opts.quick else results.get("detector", {}).get("pipeline_fps", 0.0),
             detector=detector.DetectorOptions(frames_per_camera=10 if opts.quick else 40, providers=opts.providers,
                                               threads=opts.threads, sessions=opts.sessions, max_batch=opts.max_batch))))
     results["seconds"] = round(time.monotonic() - t0)

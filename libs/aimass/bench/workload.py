@@ -9,7 +9,7 @@ import itertools
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aimass import contracts
 from aimass.contracts import DetectedObject, Detections, Frame
@@ -48,18 +48,24 @@ def cameras(site: Site, n: int, spread: int = 0) -> list[Camera]:
 
 
 def render(cams: Sequence[Camera], frames_per_camera: int, fps: float = 5.0, quality: int = 80) -> dict[str, list[EncodedFrame]]:
-    """Each camera's scene at ``fps`` for ``frames_per_camera`` frames, JPEG-encoded as the gateway does."""
+    """Each camera's scene at ``fps`` for ``frames_per_camera`` frames, JPEG-encoded as the gateway does.
+    Copies of a camera (see ``cameras``) share its frames: a scene renders the same whatever the id, and
+    rendering is ~20 ms a frame here, seconds for the scaling section's many cameras."""
     from aimass_gateway.producer import encode_jpeg
     from aimass_gateway.scene import SceneRenderer
 
     out: dict[str, list[EncodedFrame]] = {}
+    rendered: dict[str, list[EncodedFrame]] = {}  # the scene and size, as JSON -> its frames
     for cam in cams:
-        renderer = SceneRenderer(cam)
-        frames = []
-        for k in range(frames_per_camera):
-            image, _ = renderer.render(k / fps)
-            frames.append(EncodedFrame(cam.id, image.shape[1], image.shape[0], encode_jpeg(image, quality)))
-        out[cam.id] = frames
+        scene = cam.model_dump_json(include={"scene", "width", "height"})
+        if scene not in rendered:
+            renderer = SceneRenderer(cam)
+            frames = []
+            for k in range(frames_per_camera):
+                image, _ = renderer.render(k / fps)
+                frames.append(EncodedFrame(cam.id, image.shape[1], image.shape[0], encode_jpeg(image, quality)))
+            rendered[scene] = frames
+        out[cam.id] = [replace(f, camera_id=cam.id) for f in rendered[scene]]
     return out
 
 
