@@ -203,6 +203,10 @@ class DetectorSettings(Settings):
                                     "for work (its default). Off: the worker's prepare thread, the event loop and "
                                     "the broker share the cores with them, and spinning threads took their time "
                                     "(bench/README.md)")
+    detector_prepare_threads: int = Field(0, ge=0, le=16, description="threads that decode JPEGs, prepare batches "
+                                          "and decode model outputs, each on a batch of its own. 0 = auto: 1 on the "
+                                          "CPU (the cores run the sessions); on a GPU half the usable cores, up to 4: "
+                                          "one thread caps a worker at a few hundred frames/s, well below a GPU's")
     max_batch: int = Field(4, ge=1, le=256, description="frames per inference batch, across cameras")
     max_wait_ms: float = Field(20.0, ge=0, description="longest a frame waits for its batch to fill")
     max_frame_age_s: float = Field(30.0, gt=0, description="frames older than this are skipped and counted, not processed late")

@@ -2,9 +2,10 @@
 model version its camera is routed to (serving.py), tracks objects per camera, produces one
 ``detections`` message per frame (and ``shadow`` results where a shadow model runs).
 
-A batch's JPEG decode and input tensors, and its outputs' decoding, run on a prepare thread; models run
-on inference threads that do nothing else, one per session of a model version (serving.session_layout:
-on the CPU one single-threaded session per core), so while they run batches the next is prepared
+A batch's JPEG decode and input tensors, and its outputs' decoding, run on a prepare thread (one on
+the CPU, several on a GPU: serving.prepare_threads); models run on inference threads that do nothing
+else, one per session of a model version (serving.session_layout: on the CPU one single-threaded
+session per core), so while they run batches the next is prepared
 (ONNX Runtime, simplejpeg and OpenCV release the GIL, and the event loop keeps heartbeating); new
 model versions load in another thread beside them. A batch's output messages are delivered before
 the batch's input offsets are acknowledged: at least once, and a crash replays the batch. Batches
@@ -41,8 +42,8 @@ from aimass.model_store import ModelStore
 from aimass.settings import DetectorSettings
 from aimass.state import StateTopic
 from aimass_detector.model import ModelError, load_spec
-from aimass_detector.serving import (ModelSet, agreement, detector_loader, finish_batch, prepare_batch, resolver,
-                                     run_batch, serve_batch, session_layout)
+from aimass_detector.serving import (ModelSet, agreement, detector_loader, finish_batch, prepare_batch, prepare_threads,
+                                     resolver, run_batch, serve_batch, session_layout)
 from aimass_detector.tracker import Trackers
 
 log = logging.getLogger("aimass.detector")
@@ -73,7 +74,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
     sessions = session_layout(settings)[0]
     # Runs models, nothing else: one thread per session, so as many batches run at once.
     pool = ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="inference")
-    preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")  # before and after a run
+    preparers = prepare_threads(settings)
+    # Before and after a run: as many batches prepared (or their outputs decoded) at once as threads.
+    preparer = ThreadPoolExecutor(max_workers=preparers, thread_name_prefix="prepare")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
     models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir), detector_loader(settings))
     counters = Counters()
@@ -107,7 +110,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
                 return False
             loaded[model] = det
             how = (f"on {', '.join(det.providers)}, {det.sessions} session(s), "
-                   f"IO binding {'on' if det.io_binding else 'off'}")
+                   f"IO binding {'on' if det.io_binding else 'off'}, {preparers} prepare thread(s)")
             await report("loaded", model, how, value=seconds, revision=routing.revision)
         dropped = models.install(routing, loaded)
         routed.set()
@@ -191,9 +194,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
         return frames, ctxs
 
     async def infer(frames: list[Frame], ctxs: list):
-        """Start the batch: prepared on the prepare thread, run on the inference thread, its outputs
-        decoded on the prepare thread (each thread takes batches in order); returns (its batch span, the
-        future of its BatchResult)."""
+        """Start the batch: prepared on a prepare thread, run on an inference thread, its outputs
+        decoded on a prepare thread (batches may overtake each other there; ``finish`` puts them back in
+        order); returns (its batch span, the future of its BatchResult)."""
         loop = asyncio.get_running_loop()
         serve, shadow = models.plan(frames)
         serving = dict(models.models)  # the revision this batch was planned with, whatever is installed next
@@ -322,9 +325,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
             batch_span, future = await infer(frames, ctxs) if frames else (None, None)
             in_flight.append(asyncio.ensure_future(
                 finish(in_flight[-1] if in_flight else None, events, frames, ctxs, batch_span, future)))
-            # One batch per session running and the next being prepared, at most; popping surfaces a
-            # failed batch's error.
-            while len(in_flight) > sessions + 1 or (in_flight and in_flight[0].done()):
+            # One batch per session running and one per prepare thread being prepared, at most; popping
+            # surfaces a failed batch's error.
+            while len(in_flight) > sessions + preparers or (in_flight and in_flight[0].done()):
                 await in_flight.popleft()
 
     @app.timer(10.0)

@@ -72,6 +72,22 @@ def test_frames_readings_and_bad_input_reach_clickhouse(ns, ns_ch, workers):
     assert rows == [("temp-1", 5, 24.0)]
 
 
+@pytest.mark.worker_env(AIMASS_DETECTOR_PREPARE_THREADS="3", AIMASS_MAX_BATCH="2")
+def test_detector_with_several_prepare_threads_keeps_each_cameras_order(ns, ns_ch, workers):
+    # A backlog in batches of two, three prepared at once: batches may finish their CPU work out of
+    # order, and must still be delivered (and tracked) in order.
+    workers.start("detector", "sink")
+    for cam in ("cam-1", "cam-2"):
+        asyncio.run(_send_frames(ns, cam, range(20)))
+    wait_until(lambda: _count(ns_ch, "SELECT count() FROM frames FINAL") >= 40, 90, "40 frames in ClickHouse")
+    for cam in ("cam-1", "cam-2"):
+        _, rows = query_rows(ns_ch, f"SELECT seq, detector_out_ms FROM frames FINAL WHERE camera_id = '{cam}' ORDER BY seq")
+        assert [r[0] for r in rows] == list(range(20))
+        out = [r[1] for r in rows]
+        assert out == sorted(out), (cam, out)
+    assert "3 prepare thread(s)" in workers.logs("detector")
+
+
 async def _committed(ns, group: str, logical_topic: str, partitions: int) -> int:
     c = AIOKafkaConsumer(bootstrap_servers=ns.env["AIMASS_KAFKA_BOOTSTRAP"], group_id=group,
                          enable_auto_commit=False)

@@ -19,7 +19,7 @@ from aimass_detector.adapters import adapter_for
 from aimass_detector.engine import BoundRunner, Detector, DetectorPool, _synthetic_frame, binding_device, use_io_binding
 from aimass_detector.model import GpuOptions, _provider_options
 from aimass_detector import serving
-from aimass_detector.serving import detector_loader, detector_options, session_layout
+from aimass_detector.serving import detector_loader, detector_options, prepare_threads, session_layout
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 CUDA, TRT, CPU = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"
@@ -275,6 +275,17 @@ def test_session_layout_auto_gives_each_core_a_single_threaded_session(monkeypat
     assert layout(2, detector_sessions=1, threads=2) == (1, 2)  # as set
     monkeypatch.setattr(serving, "choose_providers", lambda requested: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert layout(16) == (1, None)  # a GPU: one session, ONNX Runtime's threads
+
+
+def test_prepare_threads_auto_one_on_the_cpu_more_on_a_gpu(monkeypatch):
+    def threads(cores: int, **over):
+        monkeypatch.setattr(serving, "usable_cores", lambda: cores)
+        return prepare_threads(DetectorSettings(**over))
+    assert threads(2) == 1 and threads(16) == 1  # the CPU: the sessions have the cores
+    assert threads(16, detector_prepare_threads=3) == 3  # as set
+    monkeypatch.setattr(serving, "choose_providers", lambda requested: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert threads(16) == serving.MAX_AUTO_PREPARE and threads(6) == 3 and threads(1) == 1  # half the cores
+    assert threads(16, detector_prepare_threads=1) == 1
 
 
 def test_usable_cores_follow_the_cgroup_cpu_quota(tmp_path, monkeypatch):
