@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,9 +139,10 @@ def resolver(store, default_folder: Path) -> Resolve:
 
 
 class ModelSet:
-    def __init__(self, resolve: Resolve, load: Callable[[Path], Model]):
+    def __init__(self, resolve: Resolve, load: Callable[[Path], Model], warm_batches: Sequence[int] = (1,)):
         self.resolve = resolve
         self._load = load
+        self.warm_batches = tuple(warm_batches)
         self.routing: ModelRouting | None = None
         self.models: dict[str, Model] = {}
 
@@ -149,12 +150,16 @@ class ModelSet:
         return sorted(R.models_in_use(routing) - set(self.models))
 
     def load(self, model: str) -> tuple[Model, float]:
-        """Load, check and warm one model (blocking: run it in a thread). Returns it and the seconds it took."""
+        """Load, check and warm one model (blocking: run it in a thread) on each of ``warm_batches``: the
+        smallest and the largest batch the worker makes, so the memory for a full batch is taken (and on
+        a GPU, kernels chosen and TensorRT's engine built for that range) before serving, not on the
+        first full batch; a model that cannot run them fails here. Returns it and the seconds it took."""
         t0 = time.perf_counter()
         det = self._load(self.resolve(model))
         if R.ref(det.name, det.version) != model:
             raise ModelError(f"the folder for {model} holds {det.name}:{det.version}")
-        det.warmup()
+        for batch in self.warm_batches:
+            det.warmup(batch)
         return det, time.perf_counter() - t0
 
     def install(self, routing: ModelRouting, loaded: dict[str, Model]) -> list[str]:

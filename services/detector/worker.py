@@ -78,7 +78,8 @@ def build_app(settings: DetectorSettings) -> faust.App:
     # Before and after a run: as many batches prepared (or their outputs decoded) at once as threads.
     preparer = ThreadPoolExecutor(max_workers=preparers, thread_name_prefix="prepare")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
-    models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir), detector_loader(settings))
+    models = ModelSet(resolver(ModelStore.from_settings(settings), settings.model_dir), detector_loader(settings),
+                      warm_batches=sorted({1, settings.max_batch}))
     counters = Counters()
     trackers = Trackers()
     tracks = StateTopic(app, settings, contracts.TOPIC_STATE_TRACKS, contracts.TOPIC_FRAMES, settings.partitions_frames)

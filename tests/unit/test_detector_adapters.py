@@ -303,6 +303,16 @@ def test_probe_refuses_fixed_batch_outputs_and_inputs(tmp_path):
         Detector.from_folder(folder, threads=1).probe(batch=2, runs=1)
 
 
+def test_a_worker_refuses_at_load_a_model_that_cannot_take_its_largest_batch(tmp_path):
+    from aimass_detector.serving import ModelSet
+
+    folder = _folder(tmp_path, "in1", _graph({"output0": _yolo_output()}, input_shape=(1, 3, SIZE, SIZE)), "yolov8")
+    load = lambda f: Detector.from_folder(f, threads=1)  # noqa: E731
+    assert ModelSet(lambda model: folder, load).load("in1:1")[0].name == "in1"  # batch 1 only: loads
+    with pytest.raises(ModelError, match=r"(?s)batch of 4 .*fixed batch of 1"):
+        ModelSet(lambda model: folder, load, warm_batches=(1, 4)).load("in1:1")
+
+
 def test_probe_refuses_rtdetr_with_wrong_class_count(tmp_path):
     boxes, _ = _rtdetr_tensors()
     folder = _folder(tmp_path, "r4", _graph({"boxes": boxes, "scores": np.zeros((1, 5, 4), np.float32)}), "rtdetr")

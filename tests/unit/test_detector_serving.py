@@ -20,6 +20,7 @@ class FakeDetector:
         self.name, self.version = R.split_ref(model)
         self.fail = fail
         self.runs: list[int] = []
+        self.warmed: list[int] = []
         self.providers = ["CPUExecutionProvider"]
 
     def decode_jpeg(self, data: bytes):
@@ -39,8 +40,8 @@ class FakeDetector:
     def decode(self, prepared, outputs):
         return [[DetectedObject("person", 0, 0.9, 0.1, 0.1, 0.3, 0.5)] for _ in range(outputs)]
 
-    def warmup(self):
-        pass
+    def warmup(self, batch: int = 1):
+        self.warmed.append(batch)
 
 
 def frame(camera: str, seq: int, jpeg: bytes = b"ok") -> Frame:
@@ -67,6 +68,12 @@ def test_a_revision_is_loaded_beside_and_installed_whole():
     assert ms.install(R.promote(r2, B), {}) == [A]  # A no longer needed: unloaded
     with pytest.raises(ModelError, match="not loaded"):
         ms.install(R.promote(r1, S), {})
+
+
+def test_a_model_is_warmed_on_the_batch_sizes_it_is_given():
+    assert model_set().load(A)[0].warmed == [1]
+    ms = ModelSet(lambda model: Path(model), lambda folder: FakeDetector(folder.name), warm_batches=(1, 8))
+    assert ms.load(A)[0].warmed == [1, 8]
 
 
 def test_a_folder_holding_another_version_is_refused():
