@@ -69,7 +69,7 @@ def prepare_threads(settings) -> int:
     """Threads for the CPU work around the runs (JPEG decode, input tensors, output decoding): the
     ``detector_prepare_threads`` setting, or auto. On the CPU one: the sessions have the cores. On a GPU
     half the usable cores, up to MAX_AUTO_PREPARE: one thread took ~3.5 ms a frame here (a worker whose
-    runs cost nothing did 243-284 frames/s), and JPEG decoding and resizing release the GIL (two threads
+    runs cost nothing did 243-300 frames/s), and JPEG decoding and resizing release the GIL (two threads
     decoded x2 as fast)."""
     if settings.detector_prepare_threads:
         return settings.detector_prepare_threads

@@ -50,7 +50,7 @@ def plan(opts: ScalingOptions) -> tuple[float, list[int]]:
 
 
 def kept_up_with(steps: list[dict]) -> int:
-    """The most cameras of a step (and of every step before it) whose frames were all detected in time."""
+    """The most cameras of a step (and of every step before it) that kept up (``KEPT_UP``)."""
     most = 0
     for st in steps:
         if st["detected_fps"] < KEPT_UP * st["offered_fps"]:
