@@ -121,6 +121,11 @@ def build_app(settings: DetectorSettings) -> faust.App:
             await report("switched", model, f"revision {routing.revision}: {routing.reason}", revision=routing.revision)
         return True
 
+    # Revisions read while the control topic is replayed at start: only the newest that loads is installed
+    # (applied one by one, the worker served frames with a stale revision while a later one loaded). None
+    # once caught up.
+    backlog: list[ModelRouting] | None = []
+
     async def on_routing(value: bytes, offset: int) -> None:
         try:
             routing = contracts.decode(value, ModelRouting)
@@ -128,16 +133,24 @@ def build_app(settings: DetectorSettings) -> faust.App:
             await dead.send(source_topic=settings.topic(contracts.TOPIC_CONTROL_MODELS), original=value, key=b"routing",
                             error=exc, partition=0, offset=offset)
             return
+        if backlog is not None:
+            backlog.append(routing)
+            return
         async with switching:
             if models.routing is None or routing.revision > models.routing.revision:
                 await switch(routing, loader)
 
     @app.task
     async def follow_routing() -> None:
+        nonlocal backlog
         caught_up = asyncio.Event()
         follower = asyncio.ensure_future(control.follow(settings, contracts.TOPIC_CONTROL_MODELS, on_routing, caught_up))
         await caught_up.wait()
         async with switching:
+            published, backlog = backlog, None
+            for routing in sorted(published, key=lambda r: r.revision, reverse=True):
+                if await switch(routing, loader):
+                    break  # the newest revision whose models load; a refused one said why (model events)
             if models.routing is None:  # nothing published yet: the configured model folder serves everything
                 first = R.initial(R.ref(default.name, default.version), by=f"detector {worker_id}",
                                   reason=f"model_dir {settings.model_dir}")
