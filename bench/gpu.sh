@@ -2,6 +2,7 @@
 # The GPU bench on any machine with an NVIDIA GPU, CUDA 13 libraries and Python 3.11 (docs/gpu.md).
 #
 #   bench/gpu.sh [onnxruntime_gpu-1.31.1-....whl]
+#   BENCH_ARGS="--sessions 2 --max-batch 8" bench/gpu.sh     # more `aimass bench` options
 #
 # Makes the virtualenv (make install), swaps its CPU onnxruntime for onnxruntime-gpu (from the wheel
 # given, else from the package index), checks that ONNX Runtime really runs on the GPU, then runs the
@@ -70,5 +71,6 @@ EOF
 
 # --- the bench
 mkdir -p "$OUT"
-.venv/bin/aimass bench --providers "$PROVIDERS" --only detector,scaling --out "$OUT"
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+.venv/bin/aimass bench --providers "$PROVIDERS" --only detector,scaling --out "$OUT" ${BENCH_ARGS:-}
 echo "results: $OUT/bench.json and $OUT/bench.png (docs/gpu.md says how to read them)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aimass.bench import scaling
+from aimass.bench import latency, scaling
 from aimass.bench.detector import DetectorOptions
 from aimass.bench.fleet import Fleet
 from aimass.bench.run import BenchOptions, run_bench
@@ -40,5 +40,19 @@ def test_scaling_doubles_cameras_up_to_the_capacity_it_is_given(tmp_path):
     for st in sc["steps"]:
         assert st["frames_sent"] == st["cameras"] * 6 and st["frames_detected"] == st["frames_sent"]
         assert st["latency_ms"]["p50"] > 0 and st["rss_mb"] > 100
+        # Two cameras at 2 fps: the sender keeps their clocks, so what it offered is what they asked.
+        assert st["sender_behind_ms"] < 1000 and st["offered_fps"] == pytest.approx(2.0 * st["cameras"], rel=0.2)
     assert sc["kept_up_with_cameras"] in (0, 1, 2)
     assert sc["workers"]["one_worker_fps"] > 0 and sc["workers"]["two_workers_fps"] > 0
+
+
+def test_latency_follows_each_frame_from_capture_to_its_row(tmp_path):
+    # The site's four cameras at 1 fps each (half of a made-up 8 frames/s) for 6 s, through detector,
+    # rules and sink.
+    with Fleet(tmp_path, load_site(DEFAULT_SITE_FILE)) as fleet:
+        lat = latency.run(fleet, latency.LatencyOptions(cameras=4, seconds=6), capacity_fps=8.0)
+    assert lat["fps_per_camera"] == 1.0 and lat["frames_sent"] == 24
+    assert lat["frames_in_clickhouse"] == 24 and lat["capture_to_row_ms"]["n"] == 24
+    assert set(lat["stages_ms"]) == {name for name, _, _ in latency.STAGES}
+    assert all(p["p50"] >= 0 for p in lat["stages_ms"].values())
+    assert lat["capture_to_row_ms"]["p50"] >= lat["stages_ms"]["capture -> detections"]["p50"]

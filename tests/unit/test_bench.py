@@ -160,6 +160,9 @@ def test_report_shows_gpu_use_per_scaling_step_only_where_measured():
     assert "GPU % mean/max" in text and "41.5/63" in text
     assert "kept up with 1 cameras at 2.0 fps (>= 90% of the" in text
     assert "GPU %" not in scaling_table([step])
+    assert "sender fell behind" not in text
+    late = scaling_table([step, {**step, "cameras": 64, "sender_behind_ms": 2400.0}])
+    assert "the bench's sender fell behind the cameras' clocks from 64 cameras (by 2.4 s)" in late
 
 
 @pytest.mark.parametrize("capacity, fps, steps", [

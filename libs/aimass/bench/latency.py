@@ -101,7 +101,7 @@ def run(fleet: Fleet, opts: LatencyOptions, capacity_fps: float, site: Site | No
             violations.append(t - v.stamps["captured"])
 
     with probe.TopicWatch(ns.settings(), contracts.TOPIC_VIOLATIONS, on_violation), _RowWatch(ns) as rows:
-        sent = asyncio.run(workload.paced_cameras(ns.settings(), frames, fps, opts.seconds, site.site.id))
+        sent = asyncio.run(workload.paced_cameras(ns.settings(), frames, fps, opts.seconds, site.site.id)).sent
         end = time.monotonic() + 30
         while len(rows.latencies) < sent and time.monotonic() < end:
             time.sleep(0.2)  # the poller's own pace; bounded by the deadline

@@ -75,15 +75,19 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
             first = len(arrivals)
             t0 = contracts.now_ms()
             with probe.GpuSampler() as gpu:
-                sent = asyncio.run(workload.paced_cameras(ns.settings(), subset, fps, opts.seconds, fleet.site.site.id))
+                paced = asyncio.run(workload.paced_cameras(ns.settings(), subset, fps, opts.seconds, fleet.site.site.id))
+            sent = paced.sent
             end = time.monotonic() + 60
             while len(arrivals) - first < sent and time.monotonic() < end and worker.alive():
                 time.sleep(0.1)  # the backlog of this step drains before the next starts (bounded)
             got = arrivals[first:]
-            in_window = [a for a, _ in got if a <= t0 + opts.seconds * 1000]
+            # Offered is what went out: a sender that fell behind the cameras' clocks offered less.
+            window_s = opts.seconds + paced.behind_s
+            in_window = [a for a, _ in got if a <= t0 + window_s * 1000]
             rss = probe.rss_mb(worker.proc.pid)
-            out.append({"cameras": n, "offered_fps": round(n * fps, 1),
-                        "detected_fps": round(len(in_window) / opts.seconds, 1), "frames_sent": sent,
+            out.append({"cameras": n, "offered_fps": round(sent / window_s, 1),
+                        "sender_behind_ms": round(paced.behind_s * 1000, 1),
+                        "detected_fps": round(len(in_window) / window_s, 1), "frames_sent": sent,
                         "frames_detected": len(got), "latency_ms": probe.percentiles([lat for _, lat in got]),
                         "rss_mb": round(rss, 1), "rss_per_camera_mb": round((rss - idle_rss) / n, 2),
                         **({"gpu": g} if (g := gpu.summary()) else {})})

@@ -125,30 +125,40 @@ async def produce(settings: Settings, topic: str, messages: Sequence[tuple[bytes
     return time.perf_counter() - t
 
 
+@dataclass
+class Paced:
+    sent: int  # frames
+    behind_s: float  # how late the cameras' last frames went out against their clocks (~0: kept pace)
+
+
 async def paced_cameras(settings: Settings, frames: dict[str, list[EncodedFrame]], fps: float, seconds: float,
-                        site_id: str = SITE_ID) -> int:
+                        site_id: str = SITE_ID) -> Paced:
     """Send each camera's frames (looped) at ``fps`` for ``seconds``, stamped with the capture time
-    they are sent at, as a live gateway would; returns the frames sent."""
+    they are sent at, as a live gateway would. Where this process cannot send as fast as the cameras
+    ask (many cameras at a GPU's rates), ``behind_s`` says by how much, so nobody reads the sender's
+    limit as the worker's."""
     producer = await start_producer(settings, linger_ms=0)
-    sent = 0
+    sent, behind = 0, 0.0
     try:
         async def camera(cam_id: str, offset: float) -> None:
-            nonlocal sent
+            nonlocal sent, behind
             loop = asyncio.get_running_loop()
             start = loop.time() + offset
-            k = 0
+            k, late = 0, 0.0
             while k / fps < seconds:
                 delay = start + k / fps - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)  # the camera's own frame clock, not a readiness wait
+                late = loop.time() - (start + k / fps)
                 f = frames[cam_id][k % len(frames[cam_id])]
                 await producer.send(settings.topic(contracts.TOPIC_FRAMES), key=cam_id.encode(),
                                     value=frame_message(f, k, contracts.now_ms(), site_id))
                 sent += 1
                 k += 1
+            behind = max(behind, late)  # its last frame's: a hiccup caught up with is no lag
         ids = list(frames)
         await asyncio.gather(*[camera(c, i / fps / len(ids)) for i, c in enumerate(ids)])
         await producer.flush()
     finally:
         await producer.stop()
-    return sent
+    return Paced(sent, behind)
