@@ -50,6 +50,11 @@ def requested_providers(settings) -> list[str] | None:
     return [p for p in settings.providers.split(",") if p] or None
 
 
+def on_gpu(settings) -> bool:
+    """Whether the worker's sessions run on a GPU provider (CUDA or TensorRT) under these settings."""
+    return choose_providers(requested_providers(settings))[0] != "CPUExecutionProvider"
+
+
 def session_layout(settings) -> tuple[int, int | None]:
     """(sessions per model version, intra-op threads per session) for the worker: ``detector_sessions``
     and ``threads`` where set; 0 (the default) is auto. On a GPU: one session, ONNX Runtime's threads.
@@ -58,7 +63,7 @@ def session_layout(settings) -> tuple[int, int | None]:
     threads wait for each other at every operator, so when the worker's JPEG decoding, event loop or
     broker takes a core from one of them, all wait; single-threaded sessions lose only the time taken."""
     sessions, threads = settings.detector_sessions, settings.threads or None
-    if choose_providers(requested_providers(settings))[0] != "CPUExecutionProvider":
+    if on_gpu(settings):
         return sessions or 1, threads
     cores = usable_cores()
     sessions = sessions or max(1, min(cores, MAX_AUTO_SESSIONS))
@@ -73,7 +78,7 @@ def prepare_threads(settings) -> int:
     decoded x2 as fast)."""
     if settings.detector_prepare_threads:
         return settings.detector_prepare_threads
-    if choose_providers(requested_providers(settings))[0] == "CPUExecutionProvider":
+    if not on_gpu(settings):
         return 1
     return max(1, min(MAX_AUTO_PREPARE, usable_cores() // 2))
 
