@@ -27,6 +27,7 @@ def test_quick_bench_measures_every_ratio_against_its_baseline():
     assert sum(r["two_workers_shares"]) == 8000 and min(r["two_workers_shares"]) > 0  # both had partitions
     assert r["two_workers_msgs_per_s"] > 0
     assert s["rows"] == 4000 * 4 and s["ratio"] > 0  # 2 batches of 2000 messages: no steady rate to speak of
+    assert [p["ratio"] for p in s["pairs"]] == [s["ratio"]] == s["ratio_range"][:1]  # quick: one pair
     assert results["machine"]["cores"] >= 1
 
 

@@ -62,7 +62,8 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
 
         section("detector", lambda: detector.run(fleet, det))
         section("rules", lambda: rules.run(fleet, rules.RulesOptions(per_camera=2000 if opts.quick else 25000)))
-        section("sink", lambda: sink.run(fleet, sink.SinkOptions(per_camera=1000 if opts.quick else 15000)))
+        section("sink", lambda: sink.run(fleet, sink.SinkOptions(per_camera=1000 if opts.quick else 15000,
+                                                                 pairs=1 if opts.quick else 3)))
         capacity = results.get("detector", {}).get("pipeline_fps") or 20.0
         section("latency", lambda: latency.run(fleet, latency.LatencyOptions(seconds=8 if opts.quick else 30,
                                                                              detector=det), capacity))
