@@ -3,8 +3,9 @@
 Tracing is always on in-process (so every message gets a valid ``traceparent`` that links the stages),
 but nothing is exported unless the standard ``OTEL_*`` variables ask for it: with no collector running
 there is no error and no network traffic. Where a worker handles thousands of messages a second (rules,
-sink), a span per message costs about as much as the work itself (~28 us), so those stages make their
-per-message spans only while ``recording()``, and otherwise pass the trace context they received on.
+sink), a span per message costs about as much as the work itself (~28 us), so the workers make their
+per-message spans (the detector's three per frame included) only while ``recording()``, and otherwise
+pass the trace context they received on.
 """
 
 from __future__ import annotations

@@ -42,6 +42,28 @@ async def _send_frames(ns, camera: str, seqs, *, readings: int = 0, extra_raw: l
     return gw
 
 
+async def _traceparents(ns, topic: str, cls, expected: int) -> dict[tuple[str, int], bytes]:
+    """(camera, seq) -> the traceparent header of each readable ``cls`` message on ``topic``."""
+    c = AIOKafkaConsumer(ns.topic_prefix + topic, bootstrap_servers=ns.env["AIMASS_KAFKA_BOOTSTRAP"],
+                         auto_offset_reset="earliest", group_id=None)
+    await c.start()
+    out: dict[tuple[str, int], bytes] = {}
+    try:
+        for _ in range(20):  # a fetch per round, until the expected messages are in
+            for records in (await c.getmany(timeout_ms=500)).values():
+                for r in records:
+                    try:
+                        m = contracts.decode(r.value, cls)
+                    except contracts.ContractError:
+                        continue
+                    out[(m.camera_id, m.seq)] = dict(r.headers or ()).get("traceparent")
+            if len(out) >= expected:
+                break
+    finally:
+        await c.stop()
+    return out
+
+
 def test_frames_readings_and_bad_input_reach_clickhouse(ns, ns_ch, workers):
     workers.start("detector", "sink")
     corrupt_jpeg = contracts.encode(contracts.Frame(site_id="test-site", camera_id="cam-x", seq=1,
@@ -70,6 +92,12 @@ def test_frames_readings_and_bad_input_reach_clickhouse(ns, ns_ch, workers):
     assert {r[0] for r in rows} == {ns.topic_prefix + contracts.TOPIC_FRAMES, ns.topic_prefix + contracts.TOPIC_SENSORS}
     _, rows = query_rows(ns_ch, "SELECT sensor_id, count(), max(value) FROM sensor_readings FINAL GROUP BY sensor_id")
     assert rows == [("temp-1", 5, 24.0)]
+    # With no exporter, the detector makes no spans of its own: each frame's trace context travels on
+    # as the gateway sent it (a later stage that exports parents its spans on the gateway's).
+    sent = asyncio.run(_traceparents(ns, contracts.TOPIC_FRAMES, contracts.Frame, 12))
+    out = asyncio.run(_traceparents(ns, contracts.TOPIC_DETECTIONS, contracts.Detections, 12))
+    assert set(out) == {("cam-1", s) for s in range(12)} and all(sent[k].startswith(b"00-") for k in out)
+    assert out == {k: sent[k] for k in out}
 
 
 @pytest.mark.worker_env(AIMASS_DETECTOR_PREPARE_THREADS="3", AIMASS_MAX_BATCH="2")
