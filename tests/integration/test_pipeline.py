@@ -49,16 +49,17 @@ async def _traceparents(ns, topic: str, cls, expected: int) -> dict[tuple[str, i
     await c.start()
     out: dict[tuple[str, int], bytes] = {}
     try:
-        for _ in range(20):  # a fetch per round, until the expected messages are in
-            for records in (await c.getmany(timeout_ms=500)).values():
+        for _ in range(40):  # fetches until one comes back empty once at least ``expected`` are in
+            got = await c.getmany(timeout_ms=500)
+            if not got and len(out) >= expected:
+                break
+            for records in got.values():
                 for r in records:
                     try:
                         m = contracts.decode(r.value, cls)
                     except contracts.ContractError:
                         continue
                     out[(m.camera_id, m.seq)] = dict(r.headers or ()).get("traceparent")
-            if len(out) >= expected:
-                break
     finally:
         await c.stop()
     return out
