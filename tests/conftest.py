@@ -53,6 +53,28 @@ def wait_until(predicate: Callable[[], object], deadline_s: float, what: str, in
     raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what} (last value: {last!r})")
 
 
+async def read_topic(ns, topic: str, timeout_s: float = 2.0) -> list:
+    """Everything on ``topic`` so far (all partitions, from the start), as aiokafka ConsumerRecords: read
+    until a fetch comes back empty after some arrived, or ``timeout_s``."""
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(ns.topic_prefix + topic, bootstrap_servers=ns.env["AIMASS_KAFKA_BOOTSTRAP"],
+                         auto_offset_reset="earliest", group_id=None)
+    await c.start()
+    out = []
+    try:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            got = await c.getmany(timeout_ms=300)
+            if not got and out:
+                break
+            for records in got.values():
+                out.extend(records)
+    finally:
+        await c.stop()
+    return out
+
+
 class Namespace:
     """One test's own topics (a topic prefix) and ClickHouse database on the session's servers, so
     tests neither see each other's messages nor rows."""

@@ -23,7 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from typer.testing import CliRunner
 
@@ -37,7 +36,7 @@ from aimass_gateway.config import parse_gateway_file
 from aimass_gateway.fleet import Gateway
 from aimass_gateway.producer import encode_jpeg
 from aimass_gateway.scene import SceneRenderer
-from conftest import wait_until
+from conftest import read_topic, wait_until
 from fake_ntp import FakeNtp
 
 pytestmark = pytest.mark.integration
@@ -126,27 +125,8 @@ class GatewayThread:
         assert self.error is None, self.error
 
 
-async def _read_topic(ns, topic: str, timeout_s: float = 2.0) -> list:
-    """Everything on ``topic`` so far (all partitions), as (key, value) pairs."""
-    c = AIOKafkaConsumer(ns.topic_prefix + topic, bootstrap_servers=ns.env["AIMASS_KAFKA_BOOTSTRAP"],
-                         auto_offset_reset="earliest", group_id=None)
-    await c.start()
-    out = []
-    try:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            got = await c.getmany(timeout_ms=300)
-            if not got and out:
-                break
-            for ms in got.values():
-                out.extend((m.key, m.value) for m in ms)
-    finally:
-        await c.stop()
-    return out
-
-
 def _frame_seqs(ns) -> list[int]:
-    return [contracts.decode(v, contracts.Frame).seq for _, v in asyncio.run(_read_topic(ns, contracts.TOPIC_FRAMES))]
+    return [contracts.decode(r.value, contracts.Frame).seq for r in asyncio.run(read_topic(ns, contracts.TOPIC_FRAMES))]
 
 
 def test_an_mjpeg_camera_that_drops_comes_back_and_went_silent_meanwhile(ns, ns_ch, workers, tmp_path):
@@ -281,14 +261,14 @@ sensors:
     finally:
         g.stop()
 
-    readings = [contracts.decode(v, contracts.SensorReading)
-                for _, v in asyncio.run(_read_topic(ns, contracts.TOPIC_SENSORS))]
+    readings = [contracts.decode(m.value, contracts.SensorReading)
+                for m in asyncio.run(read_topic(ns, contracts.TOPIC_SENSORS))]
     by = {}
     for r in sorted(readings, key=lambda r: (r.sensor_id, r.seq)):
         by.setdefault(r.sensor_id, []).append((round(r.value, 6), r.unit))
     assert by == {"temp-f": [(100.0, "C"), (37.0, "C"), (0.0, "C")], "door-1": [(1.0, "")], "hum-1": [(41.5, "%")]}
     assert all(r.gateway_id == "gw-m" and r.site_id == "site-m" for r in readings)
-    dead = [contracts.decode(v, contracts.DeadLetter) for _, v in asyncio.run(_read_topic(ns, contracts.TOPIC_DEADLETTER))]
+    dead = [contracts.decode(r.value, contracts.DeadLetter) for r in asyncio.run(read_topic(ns, contracts.TOPIC_DEADLETTER))]
     assert sorted((d.reason, d.original, d.source_topic) for d in dead) == [
         ("bad_payload", b"garbage", "mqtt:lab/env"), ("out_of_range", b"500", "mqtt:lab/temp"),
         ("unknown_sensor", b'{"sensor_id": "nobody", "value": 1}', "http")]

@@ -14,7 +14,7 @@ from aimass import contracts
 from aimass.clickhouse.client import query_rows
 from aimass.settings import GatewaySettings
 from aimass_gateway.producer import GatewayProducer
-from conftest import wait_until
+from conftest import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,26 +42,15 @@ async def _send_frames(ns, camera: str, seqs, *, readings: int = 0, extra_raw: l
     return gw
 
 
-async def _traceparents(ns, topic: str, cls, expected: int) -> dict[tuple[str, int], bytes]:
+def _traceparents(ns, topic: str, cls) -> dict[tuple[str, int], bytes]:
     """(camera, seq) -> the traceparent header of each readable ``cls`` message on ``topic``."""
-    c = AIOKafkaConsumer(ns.topic_prefix + topic, bootstrap_servers=ns.env["AIMASS_KAFKA_BOOTSTRAP"],
-                         auto_offset_reset="earliest", group_id=None)
-    await c.start()
-    out: dict[tuple[str, int], bytes] = {}
-    try:
-        for _ in range(40):  # fetches until one comes back empty once at least ``expected`` are in
-            got = await c.getmany(timeout_ms=500)
-            if not got and len(out) >= expected:
-                break
-            for records in got.values():
-                for r in records:
-                    try:
-                        m = contracts.decode(r.value, cls)
-                    except contracts.ContractError:
-                        continue
-                    out[(m.camera_id, m.seq)] = dict(r.headers or ()).get("traceparent")
-    finally:
-        await c.stop()
+    out = {}
+    for r in asyncio.run(read_topic(ns, topic, timeout_s=10)):
+        try:
+            m = contracts.decode(r.value, cls)
+        except contracts.ContractError:
+            continue
+        out[(m.camera_id, m.seq)] = dict(r.headers or ()).get("traceparent")
     return out
 
 
@@ -95,8 +84,8 @@ def test_frames_readings_and_bad_input_reach_clickhouse(ns, ns_ch, workers):
     assert rows == [("temp-1", 5, 24.0)]
     # With no exporter, the detector makes no spans of its own: each frame's trace context travels on
     # as the gateway sent it (a later stage that exports parents its spans on the gateway's).
-    sent = asyncio.run(_traceparents(ns, contracts.TOPIC_FRAMES, contracts.Frame, 12))
-    out = asyncio.run(_traceparents(ns, contracts.TOPIC_DETECTIONS, contracts.Detections, 12))
+    sent = _traceparents(ns, contracts.TOPIC_FRAMES, contracts.Frame)
+    out = _traceparents(ns, contracts.TOPIC_DETECTIONS, contracts.Detections)
     assert set(out) == {("cam-1", s) for s in range(12)} and all(sent[k].startswith(b"00-") for k in out)
     assert out == {k: sent[k] for k in out}
 
