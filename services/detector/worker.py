@@ -269,8 +269,9 @@ def build_app(settings: DetectorSettings) -> faust.App:
             m_.batch_size.record(size, {"model": model})
         for model in result.failed:
             m_.model_failures.add(1, {"model": model})
-        recording = telemetry.recording()
-        batch_link = [trace.Link(batch_span.get_span_context())]
+        # Spans for this batch's frames only where it has a span of its own (infer decided, once a batch).
+        recording = batch_span.get_span_context().is_valid
+        batch_link = [trace.Link(batch_span.get_span_context())] if recording else []
         pending = []
         for i, frame in enumerate(frames):
             ctx, m = ctxs[i]
