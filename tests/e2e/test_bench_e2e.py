@@ -22,9 +22,9 @@ def test_quick_bench_measures_every_ratio_against_its_baseline():
     assert d["frames"] == 60 and d["pipeline_fps"] > 0 and d["bare_session_fps"] > 0 and d["bare_layout_fps"] > 0
     assert d["bare_fps"] == max(d["bare_session_fps"], d["bare_layout_fps"])  # the faster bare is the baseline
     assert 0 < d["efficiency"] < 3
-    assert r["messages"] == 8000 and r["worker_msgs_per_s"] > 0 and r["raw_msgs_per_s"] > 0
+    assert r["messages"] == 40000 and r["worker_msgs_per_s"] > 0 and r["raw_msgs_per_s"] > 0
     assert r["violation_events"] > 0  # the generated walkers cross the demo's zones and lines
-    assert sum(r["two_workers_shares"]) == 8000 and min(r["two_workers_shares"]) > 0  # both had partitions
+    assert sum(r["two_workers_shares"]) == 40000 and min(r["two_workers_shares"]) > 0  # both had partitions
     assert r["two_workers_msgs_per_s"] > 0
     assert s["rows"] == 4000 * 4 and s["ratio"] > 0  # 2 batches of 2000 messages: no steady rate to speak of
     assert [p["ratio"] for p in s["pairs"]] == [s["ratio"]] == s["ratio_range"][:1]  # quick: one pair
