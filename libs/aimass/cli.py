@@ -132,12 +132,21 @@ class Worker(str, Enum):
 
 
 @app.command("run")
-def run(worker: Worker = typer.Argument(Worker.all, help="which worker; `all` supervises one process each")) -> None:
+def run(worker: Worker = typer.Argument(Worker.all, help="which worker; `all` supervises each as its own processes"),
+        processes: Optional[int] = typer.Option(
+            None, "--processes", min=0, max=64, help="processes of this worker in its consumer group (0: one per "
+            "usable core); default: AIMASS_RULES_PROCESSES / AIMASS_SINK_PROCESSES, 1 for the others")) -> None:
     """Run the stream workers (Faust apps) until interrupted."""
     from aimass import runner
+    from aimass.processes import usable_cores
     _logging(Settings().log_level)
     if worker is Worker.all:
-        raise typer.Exit(runner.run_all(runner.all_workers()))
+        if processes is not None:
+            _fail("--processes is per worker; for `run all` set AIMASS_RULES_PROCESSES and AIMASS_SINK_PROCESSES")
+        raise typer.Exit(runner.run_all(runner.expand(runner.all_workers())))
+    count = runner.processes_of(worker.value) if processes is None else processes or usable_cores()
+    if count > 1:
+        raise typer.Exit(runner.run_all([worker.value] * count))
     runner.run_worker(worker.value)
 
 

@@ -1,11 +1,13 @@
-"""Child processes of the local stack: free ports, liveness, stopping a whole process group."""
+"""Processes: free ports, liveness, stopping a whole process group, and the cores this one may use."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -48,3 +50,25 @@ def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
             time.sleep(0.05)
     if pid_alive(pid):
         raise RuntimeError(f"process {pid} did not stop after SIGKILL")
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, lowered to its cgroup's CPU quota (a container's
+    CPU limit does not show in the affinity: limited to 4 CPUs on a 32-core node, it still sees 32)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cpu_quota(cgroup)
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """CPUs allowed by the cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None: no limit."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]  # "max 100000" when unlimited
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota, period = (int((cgroup / "cpu" / name).read_text()) for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+        return quota / period if quota > 0 and period > 0 else None  # -1: unlimited
+    except (OSError, ValueError):
+        return None

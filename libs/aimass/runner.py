@@ -1,5 +1,6 @@
-"""Starting the workers: one Faust worker per process (`aimass run detector`), or all of them as
-supervised child processes (`aimass run all`), so each gets its own GIL and its own consumer group."""
+"""Starting the workers: one Faust worker per process (`aimass run detector`), or supervised child
+processes (`aimass run all`; `aimass run rules` with several processes), so each gets its own GIL.
+Processes of one worker share its consumer group, and so its partitions."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from aimass import settings as S
 from aimass import metrics, telemetry
 from aimass.batch_consumer import assignment
+from aimass.processes import usable_cores
 
 WORKERS = {
     "detector": ("aimass_detector.worker", S.DetectorSettings),
@@ -136,10 +138,11 @@ def wait_ready(ready_dir: Path, names, procs: list[subprocess.Popen], deadline_s
 
 
 def spawn(name: str, log_file: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``aimass run NAME`` as a child process (its output to ``log_file`` when given)."""
+    """Start one process of worker NAME (``aimass run NAME --processes 1``: whatever its processes
+    setting says, the caller supervises) as a child process, its output to ``log_file`` when given."""
     out = open(log_file, "ab") if log_file else None
     try:
-        return subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", name],
+        return subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", name, "--processes", "1"],
                                 stdout=out, stderr=subprocess.STDOUT if out else None,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     finally:
@@ -160,21 +163,48 @@ def stop(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
             p.wait()
 
 
+def processes_of(name: str) -> int:
+    """How many processes ``aimass run NAME`` starts: its ``NAME_processes`` setting (rules, sink), 0
+    meaning one per usable core; one for the others (the detector's sessions share the cores out
+    within one process)."""
+    n = getattr(WORKERS[name][1](), f"{name}_processes", 1)
+    return n or usable_cores()
+
+
+def expand(names: list[str]) -> list[str]:
+    """One entry per process: each worker named as many times as ``processes_of`` says."""
+    return [n for name in names for n in [name] * processes_of(name)]
+
+
 def run_all(names: list[str]) -> int:
-    """Supervise one child per worker; a child that dies is restarted after a short back-off.
-    Returns when this process gets SIGTERM/SIGINT, after stopping the children."""
+    """Supervise one child per entry of ``names`` (a worker named twice runs as two processes of its
+    consumer group); a child that dies is restarted after a short back-off. Returns when this process
+    gets SIGTERM/SIGINT, after stopping the children.
+
+    Child ``i`` gets metrics and web ports ``base + i``, and under ``$AIMASS_READY_DIR`` a folder of its
+    own; this process touches ``$AIMASS_READY_DIR/NAME`` once every process of NAME is ready, so a
+    caller waits for all of them, not for the first."""
     base_port = S.Settings().metrics_port
-
     base_web = S.Settings().worker_web_port
+    ready_dir = Path(os.environ["AIMASS_READY_DIR"]) if os.environ.get("AIMASS_READY_DIR") else None
 
-    def child(n: str) -> subprocess.Popen:
+    def own_ready(i: int) -> Path:
+        return ready_dir / ".processes" / str(i)
+
+    def child(i: int) -> subprocess.Popen:
         # Each child its own ports: the same one twice would fail the second worker's start.
-        env = {"AIMASS_METRICS_PORT": str(base_port + names.index(n))} if base_port else {}
+        env = {"AIMASS_METRICS_PORT": str(base_port + i)} if base_port else {}
         if base_web:
-            env["AIMASS_WORKER_WEB_PORT"] = str(base_web + names.index(n))
-        return spawn(n, env=env)
+            env["AIMASS_WORKER_WEB_PORT"] = str(base_web + i)
+        if ready_dir:
+            env["AIMASS_READY_DIR"] = str(own_ready(i))
+        return spawn(names[i], env=env)
 
-    procs = {n: child(n) for n in names}
+    for name in sorted(set(names)):
+        count = names.count(name)
+        if count > 1:
+            log.info("%s: %d processes in one consumer group", name, count)
+    procs = [child(i) for i in range(len(names))]
     stopping = False
 
     def on_signal(signum, frame):
@@ -183,14 +213,19 @@ def run_all(names: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    backoff = {n: 1.0 for n in names}
+    backoff = [1.0] * len(names)
+    unannounced = set(names) if ready_dir else set()
     while not stopping:
-        time.sleep(0.5)
-        for n, p in list(procs.items()):
+        time.sleep(0.2)
+        for name in list(unannounced):
+            if all((own_ready(i) / name).exists() for i, n in enumerate(names) if n == name):
+                (ready_dir / name).touch()
+                unannounced.discard(name)
+        for i, p in enumerate(procs):
             if p.poll() is not None and not stopping:
-                log.error("worker %s exited with code %s; restarting in %.0f s", n, p.returncode, backoff[n])
-                time.sleep(backoff[n])
-                backoff[n] = min(backoff[n] * 2, 30.0)
-                procs[n] = child(n)
-    stop(list(procs.values()))
+                log.error("worker %s exited with code %s; restarting in %.0f s", names[i], p.returncode, backoff[i])
+                time.sleep(backoff[i])
+                backoff[i] = min(backoff[i] * 2, 30.0)
+                procs[i] = child(i)
+    stop(procs)
     return 0

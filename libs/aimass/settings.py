@@ -235,6 +235,10 @@ class RulesSettings(Settings):
                                  "sensor's state is stored once per batch, after its violations were delivered")
     rules_batch_wait_ms: float = Field(10.0, ge=0, description="longest a message waits for its batch to fill "
                                        "(adds at most this to the latency of a violation)")
+    rules_processes: int = Field(1, ge=0, le=64, description="rules worker processes `aimass run rules` (and `run "
+                                 "all`) starts on this host, one consumer group: the engine is Python, one core per "
+                                 "process at most (bench/README.md). 0 = one per usable core. Each takes a share of "
+                                 "the partitions, so more than the input topics' partitions leaves some idle")
 
 
 class RegistrySettings(Settings):
@@ -263,6 +267,10 @@ class SinkSettings(Settings):
                                 "(each table gets as many ClickHouse connections): the server works on one while "
                                 "the sink sends the next")
     retry_max_s: float = Field(30.0, gt=0, description="longest back-off between insert retries (retries never give up)")
+    sink_processes: int = Field(1, ge=0, le=64, description="sink worker processes `aimass run sink` (and `run all`) "
+                                "starts on this host, one consumer group: decoding and mapping rows is Python, one "
+                                "core per process at most. 0 = one per usable core; each takes a share of the "
+                                "partitions")
 
 
 class GatewaySettings(Settings):

@@ -18,8 +18,6 @@ serve them with the fallback: no frame is lost and none is served twice.
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ import numpy as np
 
 from aimass import routing as R
 from aimass.contracts import DetectedObject, Frame, ModelRouting, now_ms
+from aimass.processes import usable_cores
 from aimass_detector.engine import Detector, DetectorPool
 from aimass_detector.model import GpuOptions, ModelError, choose_providers, load_spec
 from aimass_detector.preprocess import BadImage
@@ -81,28 +80,6 @@ def prepare_threads(settings) -> int:
     if not on_gpu(settings):
         return 1
     return max(1, min(MAX_AUTO_PREPARE, usable_cores() // 2))
-
-
-def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The cores this process may use: its CPU affinity, lowered to its cgroup's CPU quota (a container's
-    CPU limit does not show in the affinity: limited to 4 CPUs on a 32-core node, it still sees 32)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = _cpu_quota(cgroup)
-    return max(1, min(cores, math.ceil(quota))) if quota else cores
-
-
-def _cpu_quota(cgroup: Path) -> float | None:
-    """CPUs allowed by the cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None: no limit."""
-    try:
-        quota, period = (cgroup / "cpu.max").read_text().split()[:2]  # "max 100000" when unlimited
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota, period = (int((cgroup / "cpu" / name).read_text()) for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
-        return quota / period if quota > 0 and period > 0 else None  # -1: unlimited
-    except (OSError, ValueError):
-        return None
 
 
 def detector_options(settings) -> dict:

@@ -4,6 +4,7 @@ inserted; bad input becomes dead letters; a restarted worker resumes from its co
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,24 +213,44 @@ def test_rules_apply_switches_running_workers_and_bad_files_are_refused(ns, ns_c
                "the refused site file's dead letter")
 
 
-def test_run_all_supervises_three_workers_and_stops_them_all(ns, tmp_path):
+def test_run_all_supervises_the_workers_restarts_one_that_dies_and_stops_them_all(ns, tmp_path):
     import os
     import signal
     import subprocess
     import sys
 
     from aimass.processes import pid_alive
+
+    def children() -> dict[int, str]:
+        """The supervisor's children: pid -> the worker it runs."""
+        pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        out = {}
+        for pid in map(int, pids):
+            try:
+                out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[4].decode()  # python -m aimass.cli run NAME
+            except (OSError, IndexError):
+                pass  # gone meanwhile
+        return out
+
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", "all"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **ns.env, "AIMASS_READY_DIR": str(ready)})
+                            stderr=subprocess.DEVNULL, env={**os.environ, **ns.env, "AIMASS_READY_DIR": str(ready),
+                                                            "AIMASS_SINK_PROCESSES": "2"})
     try:
         wait_until(lambda: all((ready / n).exists() for n in ("detector", "rules", "sink")), 120,
-                   "the three workers to be ready")
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 3
+                   "the workers to be ready")
+        # The sink's marker stands for both of its processes: each had partitions of the one group.
+        assert len(list(ready.glob(".processes/*/sink"))) == 2
+        first = children()
+        assert sorted(first.values()) == ["detector", "rules", "sink", "sink"]
+        victim = next(pid for pid, name in first.items() if name == "sink")
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(now := children()) == 4 and victim not in now, 30, "the killed sink to be replaced")
+        assert sorted(children().values()) == ["detector", "rules", "sink", "sink"]
+        last = children()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert not any(pid_alive(int(c)) for c in children), "a worker outlived `aimass run all`"
+        assert not any(pid_alive(c) for c in [*first, *last]), "a worker outlived `aimass run all`"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from aimass import processes
 from aimass.contracts import DetectedObject
 from aimass.settings import DetectorSettings
 from aimass_detector import model as M
@@ -289,19 +290,19 @@ def test_prepare_threads_auto_one_on_the_cpu_more_on_a_gpu(monkeypatch):
 
 
 def test_usable_cores_follow_the_cgroup_cpu_quota(tmp_path, monkeypatch):
-    monkeypatch.setattr(serving.os, "sched_getaffinity", lambda pid: set(range(32)))
-    assert serving.usable_cores(tmp_path) == 32  # no cgroup files: the affinity
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert processes.usable_cores(tmp_path) == 32  # no cgroup files: the affinity
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert serving.usable_cores(tmp_path) == 32  # v2, unlimited
+    assert processes.usable_cores(tmp_path) == 32  # v2, unlimited
     (tmp_path / "cpu.max").write_text("250000 100000\n")
-    assert serving.usable_cores(tmp_path) == 3  # v2: 2.5 CPUs -> 3 cores used part of the time
+    assert processes.usable_cores(tmp_path) == 3  # v2: 2.5 CPUs -> 3 cores used part of the time
     (tmp_path / "cpu.max").unlink()
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    assert serving.usable_cores(tmp_path) == 32  # v1, unlimited
+    assert processes.usable_cores(tmp_path) == 32  # v1, unlimited
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
-    assert serving.usable_cores(tmp_path) == 4
+    assert processes.usable_cores(tmp_path) == 4
     monkeypatch.setattr(serving, "usable_cores", lambda: 4)
     assert session_layout(DetectorSettings()) == (4, 1)  # a pod limited to 4 CPUs: 4 single-threaded sessions
 
