@@ -26,7 +26,8 @@ def test_quick_bench_measures_every_ratio_against_its_baseline():
     assert r["violation_events"] > 0  # the generated walkers cross the demo's zones and lines
     assert sum(r["two_workers_shares"]) == 40000 and min(r["two_workers_shares"]) > 0  # both had partitions
     assert r["two_workers_msgs_per_s"] > 0
-    assert s["rows"] == 4000 * 4 and s["ratio"] > 0  # 2 batches of 2000 messages: no steady rate to speak of
+    assert s["rows"] == 20000 * 4 and s["ratio"] > 0  # 10 batches of 2000 messages: no steady rate to speak of
+    assert s["two_workers_rows_per_s"] > 0 and s["two_workers_ratio"] > 0
     assert [p["ratio"] for p in s["pairs"]] == [s["ratio"]] == s["ratio_range"][:1]  # quick: one pair
     assert results["machine"]["cores"] >= 1
 

@@ -118,7 +118,8 @@ RESULTS = {
               "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000, "two_workers_msgs_per_s": 1800,
               "two_workers_ratio": 0.012, "two_over_one": 1.8},
     "sink": {"sink_rows_per_s": 90000, "raw_rows_per_s": 100000, "ratio": 0.9, "goal": 0.8, "ratio_range": [0.62, 1.1],
-             "pairs": [{"ratio": 0.62}, {"ratio": 0.9}, {"ratio": 1.1}]},
+             "pairs": [{"ratio": 0.62}, {"ratio": 0.9}, {"ratio": 1.1}], "two_workers_rows_per_s": 70000,
+             "two_workers_ratio": 0.7, "two_over_one": 0.778, "two_workers_ratio_range": [0.6, 0.95]},
     "latency": {"cameras": 4, "fps_per_camera": 4.8, "capacity_fps": 38.0,
                 "stages_ms": {"decode": {"p50": 2.0, "p95": 3.0, "p99": 4.0}},
                 "capture_to_violation_ms": {"p50": 300.0, "p95": 500.0, "p99": 600.0, "n": 3},
@@ -146,6 +147,8 @@ def test_report_says_which_goals_are_met():
     sink = next(v for k, v in lines.items() if k.startswith("sink rows/s"))
     assert "met" in sink and "not met" not in sink  # judged by the median pair, though one pair fell short
     assert "median of 3 pairs" in sink and "0.9 (0.62-1.1)" in sink
+    two_sinks = lines["2 workers (one group)100000 (raw clickhouse-driver)"]
+    assert "70000 (x0.778 of one)" in two_sinks and "0.7 (0.6-0.95)" in two_sinks and "not met" in two_sinks
 
 
 def test_report_shows_gpu_use_per_scaling_step_only_where_measured():

@@ -65,7 +65,8 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
         # less than one worker's first batch can lag the other's, and once in about a dozen runs one
         # worker had counted 7500 of them before the other counted any (no span with both to measure).
         section("rules", lambda: rules.run(fleet, rules.RulesOptions(per_camera=10000 if opts.quick else 25000)))
-        section("sink", lambda: sink.run(fleet, sink.SinkOptions(per_camera=1000 if opts.quick else 15000,
+        # Quick: 10 batches, so each of the two sink processes counts a few (a span with both at work).
+        section("sink", lambda: sink.run(fleet, sink.SinkOptions(per_camera=5000 if opts.quick else 15000,
                                                                  pairs=1 if opts.quick else 3)))
         capacity = results.get("detector", {}).get("pipeline_fps") or 20.0
         section("latency", lambda: latency.run(fleet, latency.LatencyOptions(seconds=8 if opts.quick else 30,

@@ -2,7 +2,9 @@
 row mapping, batched inserts, offsets committed after them), divided by raw clickhouse-driver batch
 inserts of the same rows, built beforehand, in batches of the sink's size. Both in the same run, in
 alternating pairs: the server's speed moves within seconds on a shared host (three runs of one pair
-minutes apart: 0.53, 0.69, 1.19), so the median pair is reported, with the range."""
+minutes apart: 0.53, 0.69, 1.19), so the median pair is reported, with the range. Each pair also drains
+with two sink processes of one group (``sink_processes``): how far the sink scales by processes against
+the same raw inserts."""
 
 from __future__ import annotations
 
@@ -53,12 +55,15 @@ def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: in
 
 def run(fleet: Fleet, opts: SinkOptions) -> dict:
     site = fleet.site
-    cams = workload.cameras(site, opts.cameras)
+    # One camera per detections partition, so each of two processes gets an even share.
+    cams = workload.cameras(site, opts.cameras, spread=SinkSettings().partitions_detections)
     messages = workload.detection_messages([c.id for c in cams], opts.per_camera, opts.objects, site_id=site.site.id)
-    spaces = [fleet.namespace("sink", site=site.model_copy(update={"cameras": cams})) for _ in range(opts.pairs)]
-    settings = spaces[0].settings(SinkSettings)
-    for ns in spaces:
-        asyncio.run(workload.produce(ns.settings(), contracts.TOPIC_DETECTIONS, messages))
+    spaces = [(fleet.namespace("sink", site=site.model_copy(update={"cameras": cams})),
+               fleet.namespace("sink_two", site=site.model_copy(update={"cameras": cams}))) for _ in range(opts.pairs)]
+    settings = spaces[0][0].settings(SinkSettings)
+    for one, two in spaces:
+        for ns in (one, two):
+            asyncio.run(workload.produce(ns.settings(), contracts.TOPIC_DETECTIONS, messages))
 
     def raw() -> tuple[int, float]:
         # Tables of its own each time: replacing merges see only its rows, and no earlier run's parts.
@@ -66,20 +71,31 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
 
     rows, raw_s = raw()
     pairs, rss = [], 0.0
-    for ns in spaces:
-        w = ns.start("sink")
+    for one, two in spaces:
+        w = one.start("sink")
         # Sampled often: the counter moves a whole batch (batch_rows messages, 4 rows each) at a time.
         rate = probe.steady_rate(lambda: probe.counter(w.metrics_port, "aimass_sink_rows"), rows, 300,
                                  interval_s=0.05, alive=w.alive)
         rss = max(rss, probe.rss_mb(w.proc.pid))
-        ns.stop()
+        one.stop()
+        workers = two.start_together("sink", 2)
+        both, _ = probe.combined_rate([lambda w=w: probe.counter(w.metrics_port, "aimass_sink_rows") for w in workers],
+                                      rows, 300, interval_s=0.05, alive=lambda: all(w.alive() for w in workers))
+        two.stop()
         _, raw_after = raw()
-        raw_rate = rows / ((raw_s + raw_after) / 2)  # the raw inserts either side of this drain
+        raw_rate = rows / ((raw_s + raw_after) / 2)  # the raw inserts either side of these drains
         raw_s = raw_after
         pairs.append({"sink_rows_per_s": round(rate.per_s), "raw_rows_per_s": round(raw_rate),
-                      "ratio": round(rate.per_s / raw_rate, 3)})
+                      "ratio": round(rate.per_s / raw_rate, 3), "two_workers_rows_per_s": round(both.per_s),
+                      "two_workers_ratio": round(both.per_s / raw_rate, 3)})
     ratios = [p["ratio"] for p in pairs]
     median = pairs[ratios.index(statistics.median_low(ratios))]
+    two_ratios = [p["two_workers_ratio"] for p in pairs]
+    two_median = pairs[two_ratios.index(statistics.median_low(two_ratios))]
     return {"messages": len(messages), "rows": rows, "batch_messages": settings.batch_rows,
             "insert_batches": settings.insert_batches, **median, "pairs": pairs,
-            "ratio_range": [min(ratios), max(ratios)], "worker_rss_mb": round(rss, 1), "goal": 0.8}
+            "ratio_range": [min(ratios), max(ratios)], "worker_rss_mb": round(rss, 1), "goal": 0.8,
+            "two_workers_rows_per_s": two_median["two_workers_rows_per_s"],
+            "two_workers_ratio": two_median["two_workers_ratio"],
+            "two_over_one": round(two_median["two_workers_rows_per_s"] / two_median["sink_rows_per_s"], 3),
+            "two_workers_ratio_range": [min(two_ratios), max(two_ratios)]}
