@@ -145,6 +145,8 @@ def run(worker: Worker = typer.Argument(Worker.all, help="which worker; `all` su
             _fail("--processes is per worker; for `run all` set AIMASS_RULES_PROCESSES and AIMASS_SINK_PROCESSES")
         raise typer.Exit(runner.run_all(runner.expand(runner.all_workers())))
     count = runner.processes_of(worker.value) if processes is None else processes or usable_cores()
+    if count > 1 and worker is Worker.registry:
+        _fail("the registry serves one HTTP API (AIMASS_REGISTRY_PORT); run it as one process, without --processes")
     if count > 1:
         raise typer.Exit(runner.run_all([worker.value] * count))
     runner.run_worker(worker.value)

@@ -62,3 +62,13 @@ def test_rules_validate_shows_how_ids_spread_over_partitions(monkeypatch):
     r = runner.invoke(app, ["rules", "validate", str(demo)], env={"COLUMNS": "400"})
     assert r.exit_code == 0 and "frames topic's 12 partitions" in r.output
     assert "detector workers that split" not in r.output
+
+
+def test_registry_refuses_several_processes():
+    r = runner.invoke(app, ["run", "registry", "--processes", "2"])
+    assert r.exit_code == 1 and "one HTTP API" in r.output and "AIMASS_REGISTRY_PORT" in r.output
+
+
+def test_run_all_takes_process_counts_from_the_settings_not_the_flag():
+    r = runner.invoke(app, ["run", "all", "--processes", "2"])
+    assert r.exit_code == 1 and "AIMASS_SINK_PROCESSES" in r.output
