@@ -4,6 +4,7 @@ Processes of one worker share its consumer group, and so its partitions."""
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import logging
@@ -137,17 +138,38 @@ def wait_ready(ready_dir: Path, names, procs: list[subprocess.Popen], deadline_s
     raise RuntimeError(f"workers not ready after {deadline_s:.0f} s: {', '.join(missing)}; see their logs")
 
 
-def spawn(name: str, log_file: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(name: str, log_file: Path | None = None, env: dict[str, str] | None = None,
+          die_with_parent: bool = False) -> subprocess.Popen:
     """Start one process of worker NAME (``aimass run NAME --processes 1``: whatever its processes
-    setting says, the caller supervises) as a child process, its output to ``log_file`` when given."""
+    setting says, the caller supervises) as a child process, its output to ``log_file`` when given.
+    ``die_with_parent``: the child gets SIGTERM when the calling thread's process dies (Linux; call it
+    from the main thread: the kernel ties the signal to the thread that forked)."""
     out = open(log_file, "ab") if log_file else None
     try:
         return subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", name, "--processes", "1"],
                                 stdout=out, stderr=subprocess.STDOUT if out else None,
-                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                preexec_fn=_terminate_with(os.getpid()) if die_with_parent else None)
     finally:
         if out:
             out.close()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _terminate_with(parent: int):
+    """A preexec_fn: SIGTERM this child when ``parent`` dies, so a supervisor killed outright (SIGKILL,
+    the OOM killer) leaves no worker behind. A no-op where there is no prctl (not Linux)."""
+    def arrange() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # it died before the prctl took effect
+            os._exit(1)
+    return arrange
 
 
 def stop(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
@@ -179,7 +201,7 @@ def expand(names: list[str]) -> list[str]:
 def run_all(names: list[str]) -> int:
     """Supervise one child per entry of ``names`` (a worker named twice runs as two processes of its
     consumer group); a child that dies is restarted after a short back-off. Returns when this process
-    gets SIGTERM/SIGINT, after stopping the children.
+    gets SIGTERM/SIGINT, after stopping the children; killed outright, its children get SIGTERM.
 
     Child ``i`` gets metrics and web ports ``base + i``, and under ``$AIMASS_READY_DIR`` a folder of its
     own; this process touches ``$AIMASS_READY_DIR/NAME`` once every process of NAME is ready, so a
@@ -198,7 +220,7 @@ def run_all(names: list[str]) -> int:
             env["AIMASS_WORKER_WEB_PORT"] = str(base_web + i)
         if ready_dir:
             env["AIMASS_READY_DIR"] = str(own_ready(i))
-        return spawn(names[i], env=env)
+        return spawn(names[i], env=env, die_with_parent=True)
 
     for name in sorted(set(names)):
         count = names.count(name)

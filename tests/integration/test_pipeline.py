@@ -255,3 +255,39 @@ def test_run_all_supervises_the_workers_restarts_one_that_dies_and_stops_them_al
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_supervisor_killed_outright_takes_its_workers_with_it(ns, tmp_path):
+    """`aimass run rules --processes 2` SIGKILLed (as the OOM killer would): its two rules processes get
+    SIGTERM from the kernel and stop, instead of running on unsupervised."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def running(pid: int) -> bool:  # an orphan's zombie, until its new parent reaps it, is not running
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", "rules", "--processes", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **ns.env, "AIMASS_READY_DIR": str(ready)})
+    children: list[int] = []
+    try:
+        wait_until(lambda: (ready / "rules").exists(), 120, "both rules processes to be ready")
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert len(children) == 2
+        proc.kill()
+        proc.wait()
+        wait_until(lambda: not any(running(c) for c in children), 60, "the orphaned rules processes to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for c in children:  # none left behind when the check failed
+            if running(c):
+                os.kill(c, signal.SIGKILL)
