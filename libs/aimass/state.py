@@ -101,6 +101,7 @@ class StateTopic:
                                value_serializer="raw", partitions=partitions, internal=False)
         self._loaded: set[int] = set()
         self._loading: dict[int, asyncio.Task] = {}
+        self._mine: set[int] | None = None  # the source's partitions assigned now (None: before any assignment)
         self._key_partition: dict[bytes, int] = {}
         self.restored_keys = 0
 
@@ -117,6 +118,8 @@ class StateTopic:
         finally:
             self._loading.pop(partition, None)
         if partition in self._loaded:  # another caller awaited the same load and took it
+            return None
+        if self._mine is not None and partition not in self._mine:  # given up while it loaded
             return None
         self._loaded.add(partition)
         states = {k: v for k, v in ((k, decode(v)) for k, v in raw.items()) if v is not None}
@@ -160,10 +163,10 @@ class StateTopic:
         mine = {tp.partition for tp in tps if tp.topic == self.source}
         gone = self._loaded - mine
         self._loaded &= mine
-        for p in gone:
-            task = self._loading.pop(p, None)
-            if task is not None:
-                task.cancel()
+        # A load still under way for a partition given up finishes as not loaded (see ensure): taken as
+        # loaded, its keys' states, stale by the time the partition came back, would never be read
+        # again. Not cancelled: a caller awaiting it (the detector's stream) would get CancelledError.
+        self._mine = mine
         return gone
 
     def keys_in(self, partitions: set[int]) -> list[bytes]:
