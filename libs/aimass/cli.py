@@ -138,13 +138,12 @@ def run(worker: Worker = typer.Argument(Worker.all, help="which worker; `all` su
             "usable core); default: AIMASS_RULES_PROCESSES / AIMASS_SINK_PROCESSES, 1 for the others")) -> None:
     """Run the stream workers (Faust apps) until interrupted."""
     from aimass import runner
-    from aimass.processes import usable_cores
     _logging(Settings().log_level)
     if worker is Worker.all:
         if processes is not None:
             _fail("--processes is per worker; for `run all` set AIMASS_RULES_PROCESSES and AIMASS_SINK_PROCESSES")
         raise typer.Exit(runner.run_all(runner.expand(runner.all_workers())))
-    count = runner.processes_of(worker.value) if processes is None else processes or usable_cores()
+    count = runner.processes_of(worker.value, processes)
     if count > 1 and worker is Worker.registry:
         _fail("the registry serves one HTTP API (AIMASS_REGISTRY_PORT); run it as one process, without --processes")
     if count > 1:

@@ -185,11 +185,11 @@ def stop(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
             p.wait()
 
 
-def processes_of(name: str) -> int:
-    """How many processes ``aimass run NAME`` starts: its ``NAME_processes`` setting (rules, sink), 0
-    meaning one per usable core; one for the others (the detector's sessions share the cores out
-    within one process)."""
-    n = getattr(WORKERS[name][1](), f"{name}_processes", 1)
+def processes_of(name: str, requested: int | None = None) -> int:
+    """How many processes ``aimass run NAME`` starts: ``requested`` (its --processes), else its
+    ``NAME_processes`` setting (rules, sink), else one (the detector's sessions share the cores out
+    within one process); 0 means one per usable core."""
+    n = getattr(WORKERS[name][1](), f"{name}_processes", 1) if requested is None else requested
     return n or usable_cores()
 
 

@@ -36,6 +36,7 @@ def test_processes_per_worker_come_from_their_settings(monkeypatch):
     monkeypatch.setenv("AIMASS_RULES_PROCESSES", "0")  # one per usable core
     assert runner.expand(["detector", "rules", "sink"]) == ["detector", "rules", "rules", "rules", "sink", "sink"]
     assert runner.processes_of("registry") == 1 and runner.processes_of("bench-noop") == 1
+    assert runner.processes_of("sink", 1) == 1 and runner.processes_of("detector", 0) == 3  # --processes wins
 
 
 def test_a_negative_process_count_is_refused(monkeypatch):
