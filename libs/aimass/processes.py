@@ -26,8 +26,17 @@ def pid_alive(pid: int) -> bool:
     try:  # a zombie child of ours still answers kill(0): reap it
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
-    except ChildProcessError:
-        return True
+    except ChildProcessError:  # not ours (an orphan's new parent reaps it): a zombie has exited all the same
+        return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (Linux /proc; False where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def stop_pid(pid: int, timeout_s: float = 15.0) -> None:

@@ -213,6 +213,20 @@ def test_rules_apply_switches_running_workers_and_bad_files_are_refused(ns, ns_c
                "the refused site file's dead letter")
 
 
+def _children(parent: int) -> dict[int, str]:
+    """A supervisor's children: pid -> the worker it runs."""
+    import subprocess
+
+    pids = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    out = {}
+    for pid in map(int, pids):
+        try:
+            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[4].decode()  # python -m aimass.cli run NAME
+        except (OSError, IndexError):
+            pass  # gone meanwhile
+    return out
+
+
 def test_run_all_supervises_the_workers_restarts_one_that_dies_and_stops_them_all(ns, tmp_path):
     import os
     import signal
@@ -222,15 +236,7 @@ def test_run_all_supervises_the_workers_restarts_one_that_dies_and_stops_them_al
     from aimass.processes import pid_alive
 
     def children() -> dict[int, str]:
-        """The supervisor's children: pid -> the worker it runs."""
-        pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        out = {}
-        for pid in map(int, pids):
-            try:
-                out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[4].decode()  # python -m aimass.cli run NAME
-            except (OSError, IndexError):
-                pass  # gone meanwhile
-        return out
+        return _children(proc.pid)
 
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", "all"], stdout=subprocess.DEVNULL,
@@ -265,11 +271,7 @@ def test_a_supervisor_killed_outright_takes_its_workers_with_it(ns, tmp_path):
     import subprocess
     import sys
 
-    def running(pid: int) -> bool:  # an orphan's zombie, until its new parent reaps it, is not running
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
+    from aimass.processes import pid_alive  # an orphan's zombie, until its new parent reaps it, counts as gone
 
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-m", "aimass.cli", "run", "rules", "--processes", "2"],
@@ -278,16 +280,15 @@ def test_a_supervisor_killed_outright_takes_its_workers_with_it(ns, tmp_path):
     children: list[int] = []
     try:
         wait_until(lambda: (ready / "rules").exists(), 120, "both rules processes to be ready")
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                   text=True).stdout.split()]
+        children = list(_children(proc.pid))
         assert len(children) == 2
         proc.kill()
         proc.wait()
-        wait_until(lambda: not any(running(c) for c in children), 60, "the orphaned rules processes to stop")
+        wait_until(lambda: not any(pid_alive(c) for c in children), 60, "the orphaned rules processes to stop")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for c in children:  # none left behind when the check failed
-            if running(c):
+            if pid_alive(c):
                 os.kill(c, signal.SIGKILL)
