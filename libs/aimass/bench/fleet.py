@@ -4,7 +4,6 @@ started with their Prometheus endpoint on a free port."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -13,14 +12,9 @@ from pathlib import Path
 import yaml
 
 from aimass import runner, stack
+from aimass.processes import free_port
 from aimass.settings import Settings
 from aimass.site import Site
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -88,14 +88,18 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
         pairs.append({"sink_rows_per_s": round(rate.per_s), "raw_rows_per_s": round(raw_rate),
                       "ratio": round(rate.per_s / raw_rate, 3), "two_workers_rows_per_s": round(both.per_s),
                       "two_workers_ratio": round(both.per_s / raw_rate, 3)})
-    ratios = [p["ratio"] for p in pairs]
-    median = pairs[ratios.index(statistics.median_low(ratios))]
-    two_ratios = [p["two_workers_ratio"] for p in pairs]
-    two_median = pairs[two_ratios.index(statistics.median_low(two_ratios))]
+    median, ratio_range = _median_pair(pairs, "ratio")
+    two_median, two_range = _median_pair(pairs, "two_workers_ratio")
     return {"messages": len(messages), "rows": rows, "batch_messages": settings.batch_rows,
             "insert_batches": settings.insert_batches, **median, "pairs": pairs,
-            "ratio_range": [min(ratios), max(ratios)], "worker_rss_mb": round(rss, 1), "goal": 0.8,
+            "ratio_range": ratio_range, "worker_rss_mb": round(rss, 1), "goal": 0.8,
             "two_workers_rows_per_s": two_median["two_workers_rows_per_s"],
             "two_workers_ratio": two_median["two_workers_ratio"],
             "two_over_one": round(two_median["two_workers_rows_per_s"] / two_median["sink_rows_per_s"], 3),
-            "two_workers_ratio_range": [min(two_ratios), max(two_ratios)]}
+            "two_workers_ratio_range": two_range}
+
+
+def _median_pair(pairs: list[dict], key: str) -> tuple[dict, list[float]]:
+    """The pair whose ``key`` is the median (the lower middle one of an even count), and the range."""
+    values = [p[key] for p in pairs]
+    return pairs[values.index(statistics.median_low(values))], [min(values), max(values)]
