@@ -4,6 +4,9 @@ started with their Prometheus endpoint on a free port."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -81,6 +84,20 @@ class Namespace:
     def stop(self) -> None:
         runner.stop([w.proc for w in self.workers])
         self.workers.clear()
+
+    @contextlib.contextmanager
+    def held(self, workers: list[Worker]):
+        """``workers`` stopped (SIGSTOP) inside the block and continued after it: a backlog produced
+        meanwhile reaches a group whose members all joined already. Started on a backlog, the first
+        worker to get partitions reads alone until the others have joined (a quick run's whole backlog,
+        once). Keep the block well under the session timeout (heartbeats stop with the process)."""
+        for w in workers:
+            os.kill(w.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for w in workers:
+                os.kill(w.proc.pid, signal.SIGCONT)
 
 
 class Fleet:
