@@ -209,3 +209,34 @@ def test_work_between_batches_waits_for_the_batch_in_hand(ns):
 
     asyncio.run(run())
     assert order.index("tick") > order.index("batch done")
+
+
+def test_the_bench_s_producer_puts_each_key_on_its_default_partition_in_order(ns):
+    """workload.produce sends whole batches per partition: every key must still land where the default
+    partitioner puts it (the bench spreads cameras over partitions by it) and keep its order, across
+    batch boundaries (1 KB values: ~15 to a 16 KB producer batch) and a message bigger than a batch."""
+    from aimass.kafka import partition_for, reader
+
+    messages = [(f"k{i % 8}".encode(), f"{i:08d}".encode() + b"x" * (40_000 if i == 7 else 1000)) for i in range(1200)]
+    asyncio.run(workload.produce(ns.settings(), TOPIC, messages))
+
+    async def read() -> dict[int, list[tuple[bytes, bytes]]]:
+        consumer = reader(ns.settings(), ns.settings().topic(TOPIC), auto_offset_reset="earliest")
+        await consumer.start()
+        got: dict[int, list] = defaultdict(list)
+        try:
+            end = time.monotonic() + 30
+            while sum(map(len, got.values())) < len(messages) and time.monotonic() < end:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    got[tp.partition] += [(r.key, r.value) for r in records]
+        finally:
+            await consumer.stop()
+        return got
+
+    got = asyncio.run(read())
+    assert sum(map(len, got.values())) == len(messages)
+    for p, records in got.items():
+        assert {partition_for(k, 4) for k, _ in records} == {p}
+    for key in {k for k, _ in messages}:
+        sent = [v for k, v in messages if k == key]
+        assert [v for k, v in got[partition_for(key, 4)] if k == key] == sent

@@ -108,18 +108,31 @@ def detection_messages(camera_ids: Sequence[str], per_camera: int, objects: int 
 
 
 async def produce(settings: Settings, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> float:
-    """Send ``messages`` (key, value) to ``topic`` as fast as the broker takes them; returns seconds."""
+    """Send ``messages`` (key, value) to ``topic`` as fast as the broker takes them; returns seconds.
+    Each key goes to the partition the default partitioner gives it (``partition_for``), as the
+    workers' own producers would put it, in order; messages are appended to one batch per partition
+    and sent a full batch at a time: ~2x as fast as one ``send`` per message (47k against 90-98k
+    messages/s here), which keeps the backlog short that held workers wait through
+    (``Namespace.held``)."""
     producer = await start_producer(settings)
     t = time.perf_counter()
     try:
+        name = settings.topic(topic)
+        partitions = len(await producer.partitions_for(name))
+        batches: dict[int, object] = {}
         pending = []
         for key, value in messages:
-            pending.append(await producer.send(settings.topic(topic), value=value, key=key))
-            if len(pending) >= 2000:
-                await asyncio.gather(*pending)
-                pending.clear()
+            p = partition_for(key, partitions)
+            batch = batches.get(p)
+            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+                if batch is not None:  # full: sent, and the message starts the next one
+                    pending.append(await producer.send_batch(batch, name, partition=p))
+                batch = batches[p] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a {len(value)}-byte message does not fit an empty producer batch")
+        for p, batch in batches.items():
+            pending.append(await producer.send_batch(batch, name, partition=p))
         await asyncio.gather(*pending)
-        await producer.flush()
     finally:
         await producer.stop()
     return time.perf_counter() - t
