@@ -54,7 +54,9 @@ def test_latency_follows_each_frame_from_capture_to_its_row(tmp_path):
     with Fleet(tmp_path, load_site(DEFAULT_SITE_FILE)) as fleet:
         lat = latency.run(fleet, latency.LatencyOptions(cameras=4, seconds=6), capacity_fps=8.0)
     assert lat["fps_per_camera"] == 1.0 and lat["frames_sent"] == 24
-    assert lat["frames_in_clickhouse"] == 24 and lat["capture_to_row_ms"]["n"] == 24
+    # Every frame reached ClickHouse; the percentiles are of those after the 3 s warm-up, the rest apart.
+    steady, warm = lat["capture_to_row_ms"]["n"], lat["warmup_capture_to_detections_ms"]["n"]
+    assert lat["frames_in_clickhouse"] == 24 and steady + warm == 24 and 8 <= steady <= 16
     assert set(lat["stages_ms"]) == {name for name, _, _ in latency.STAGES}
     assert all(p["p50"] >= 0 for p in lat["stages_ms"].values())
     assert lat["capture_to_row_ms"]["p50"] >= lat["stages_ms"]["capture -> detections"]["p50"]

@@ -52,12 +52,16 @@ def tables(results: dict) -> list[Table]:
                       _ok(s["two_workers_ratio"], s["goal"]))
     out.append(t)
     if lat := results.get("latency"):
+        warmup = lat.get("warmup_s", 0)
         t = Table(title=f"Latency, ms ({lat['cameras']} cameras at {lat['fps_per_camera']} fps = half of "
-                        f"{lat['capacity_fps']} frames/s)")
+                        f"{lat['capacity_fps']} frames/s; frames after the first {warmup:g} s)")
         for col in ("stage", "p50", "p95", "p99"):
             t.add_column(col)
         rows = [*lat["stages_ms"].items(), ("capture -> violation on Kafka", lat["capture_to_violation_ms"]),
                 ("capture -> row in ClickHouse", lat["capture_to_row_ms"])]
+        if "warmup_capture_to_detections_ms" in lat:
+            rows.append((f"first {warmup:g} s, workers just started: capture -> detections",
+                         lat["warmup_capture_to_detections_ms"]))
         for name, p in rows:
             t.add_row(name, *(f"{p[k]}" for k in ("p50", "p95", "p99")))
         out.append(t)
