@@ -3,6 +3,8 @@ speed goals are judged by `make bench`, never by a test)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from aimass.bench import latency, scaling
@@ -42,9 +44,12 @@ def test_scaling_doubles_cameras_up_to_the_capacity_it_is_given(tmp_path):
     for st in sc["steps"]:
         assert st["frames_sent"] == st["cameras"] * 6 and st["frames_detected"] == st["frames_sent"]
         assert st["latency_ms"]["p50"] > 0 and st["rss_mb"] > 100
+        # The worker's CPU over the step: some, and less than the host has (it read the right process).
+        assert 0.0 < st["cpu_cores"] < 2.0 * (os.cpu_count() or 1) and st["cpu_per_camera"] >= 0.0
         # Two cameras at 2 fps: the sender keeps their clocks, so what it offered is what they asked.
         assert st["sender_behind_ms"] < 1000 and st["offered_fps"] == pytest.approx(2.0 * st["cameras"], rel=0.2)
     assert sc["kept_up_with_cameras"] in (0, 1, 2)
+    assert 0.0 <= sc["idle_cpu_cores"] < max(st["cpu_cores"] for st in sc["steps"])
     assert sc["workers"]["one_worker_fps"] > 0 and sc["workers"]["two_workers_fps"] > 0
 
 

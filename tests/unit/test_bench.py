@@ -126,13 +126,18 @@ RESULTS = {
                 "capture_to_violation_ms": {"p50": 300.0, "p95": 500.0, "p99": 600.0, "n": 3},
                 "capture_to_row_ms": {"p50": 700.0, "p95": 900.0, "p99": 1000.0, "n": 100}, "warmup_s": 3.0,
                 "warmup_capture_to_detections_ms": {"p50": 310.0, "p95": 790.0, "p99": 820.0, "n": 12}},
-    "scaling": {"fps_per_camera": 2.0, "steps": [
+    "scaling": {"fps_per_camera": 2.0, "idle_cpu_cores": 0.03, "steps": [
         {"cameras": 1, "offered_fps": 2.0, "detected_fps": 2.0, "latency_ms": {"p50": 60.0, "p95": 90.0},
-         "rss_mb": 230.0, "rss_per_camera_mb": 1.0}],
+         "rss_mb": 230.0, "rss_per_camera_mb": 1.0, "cpu_cores": 0.12, "cpu_per_camera": 0.09}],
         "kept_up_with_cameras": 1, "kept_up_share": 0.9,
         "workers": {"one_worker_fps": 38.0, "two_workers_fps": 30.0, "two_over_one": 0.79, "sessions_each": [2, 1],
                     "threads_per_session": 1}},
 }
+
+
+def _says(text: str, phrase: str) -> bool:
+    """Whether a printed table holds ``phrase``, wherever rich wrapped its title or caption."""
+    return re.search(r"\s+".join(map(re.escape, phrase.split())), text) is not None
 
 
 def test_report_says_which_goals_are_met():
@@ -143,7 +148,7 @@ def test_report_says_which_goals_are_met():
     text = console.export_text()
     assert "detector frames/s" in text and "capture -> row in ClickHouse" in text
     # The latency table is of the steady frames; the warm-up's are shown apart, not dropped.
-    assert re.search(r"frames\s+after\s+the\s+first\s+3\s+s", text)  # the title may wrap
+    assert _says(text, "frames after the first 3 s")
     warm = next(line for line in text.splitlines() if "workers just started" in line)
     assert [cell.strip() for cell in warm.split("│")[2:5]] == ["310.0", "790.0", "820.0"]
     lines = {line.split("│")[1].strip() + line.split("│")[3].strip(): line for line in text.splitlines()
@@ -171,9 +176,14 @@ def test_report_shows_gpu_use_per_scaling_step_only_where_measured():
     assert "GPU % mean/max" in text and "41.5/63" in text
     assert "kept up with 1 cameras at 2.0 fps (>= 90% of the" in text
     assert "GPU %" not in scaling_table([step])
+    # The worker's CPU per step, and with no camera; results from before it was measured have no column.
+    assert "CPU cores" in text and "│ 0.12 " in text
+    assert _says(text, "CPU with no camera 0.030 cores")
+    old = {k: v for k, v in step.items() if k not in ("cpu_cores", "cpu_per_camera")}
+    assert "CPU cores" not in scaling_table([old])
     assert "sender fell behind" not in text
     late = scaling_table([step, {**step, "cameras": 64, "sender_behind_ms": 2400.0}])
-    assert "the bench's sender fell behind the cameras' clocks from 64 cameras (by 2.4 s)" in late
+    assert _says(late, "the bench's sender fell behind the cameras' clocks from 64 cameras (by 2.4 s)")
 
 
 @pytest.mark.parametrize("capacity, fps, steps", [

@@ -4,6 +4,7 @@ process memory, GPU utilisation, and percentiles."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import threading
@@ -106,6 +107,13 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> 
         return {f"p{q:g}": float("nan") for q in qs}
     arr = np.asarray(values, dtype=np.float64)
     return {f"p{q:g}": round(float(np.percentile(arr, q)), 1) for q in qs}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process (all its threads) has used so far, user and system (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:

@@ -68,13 +68,15 @@ def tables(results: dict) -> list[Table]:
     if sc := results.get("scaling"):
         t = Table(title=f"Scaling: one detector worker, {sc['fps_per_camera']} fps per camera")
         gpu = any("gpu" in st for st in sc["steps"])
+        cpu = all("cpu_cores" in st for st in sc["steps"])  # not in results from before it was measured
         for col in ("cameras", "offered fps", "detected fps", "p50 ms", "p95 ms", "RSS MiB", "MiB per camera",
-                    *(("GPU % mean/max",) if gpu else ())):
+                    *(("CPU cores",) if cpu else ()), *(("GPU % mean/max",) if gpu else ())):
             t.add_column(col)
         for st in sc["steps"]:
             g = st.get("gpu")
             t.add_row(str(st["cameras"]), str(st["offered_fps"]), str(st["detected_fps"]), str(st["latency_ms"]["p50"]),
                       str(st["latency_ms"]["p95"]), str(st["rss_mb"]), str(st["rss_per_camera_mb"]),
+                      *((f"{st['cpu_cores']:.2f}",) if cpu else ()),
                       *((f"{g['gpu_util_mean_pct']}/{g['gpu_util_max_pct']:g}" if g else "-",) if gpu else ()))
         w = sc["workers"]
         threads = w["threads_per_session"] or "ONNX Runtime's"
@@ -84,8 +86,9 @@ def tables(results: dict) -> list[Table]:
         lag_note = (f"the bench's sender fell behind the cameras' clocks from {lagging[0]['cameras']} cameras "
                     f"(by {max(st['sender_behind_ms'] for st in lagging) / 1000:.1f} s): offered is what it sent; "
                     if lagging else "")
+        idle = (f"CPU with no camera {sc['idle_cpu_cores']:.3f} cores; " if "idle_cpu_cores" in sc else "")
         t.caption = ((f"kept up with {kept} cameras at {sc['fps_per_camera']} fps (>= {sc['kept_up_share']:.0%} of the "
-                      f"frames offered detected in their step); " if kept is not None else "")
+                      f"frames offered detected in their step); " if kept is not None else "") + idle
                      + lag_note + f"backlog drained by 1 detector ({w['sessions_each'][0]} sessions of {threads} threads): "
                      f"{w['one_worker_fps']} frames/s; by 2 ({w['sessions_each'][1]} sessions each): "
                      f"{w['two_workers_fps']} frames/s (x{w['two_over_one']})")
@@ -108,7 +111,7 @@ def write(results: dict, folder: Path) -> list[Path]:
 
 
 def chart(results: dict, path: Path) -> Path | None:
-    """Four panels: ratios against goals, latency by stage, scaling, memory per camera. None when
+    """Four panels: ratios against goals, latency by stage, scaling, memory and CPU per step. None when
     matplotlib is not installed (`make bench` installs it)."""
     try:
         import matplotlib
@@ -160,10 +163,17 @@ def chart(results: dict, path: Path) -> Path | None:
     ax.set_title("scaling: one detector worker")
     ax = axes[1][1]
     if sc:
-        ax.bar([str(s["cameras"]) for s in sc["steps"]], [s["rss_mb"] for s in sc["steps"]], color="#4477aa")
+        labels = [str(s["cameras"]) for s in sc["steps"]]
+        ax.bar(labels, [s["rss_mb"] for s in sc["steps"]], color="#4477aa", label="RSS MiB")
         ax.set_xlabel("cameras")
         ax.set_ylabel("detector RSS MiB")
-    ax.set_title("memory")
+        if all("cpu_cores" in s for s in sc["steps"]):
+            ax2 = ax.twinx()
+            ax2.plot(labels, [s["cpu_cores"] for s in sc["steps"]], "o-", color="#ee7733", label="CPU cores")
+            ax2.set_ylabel("detector CPU, cores")
+            ax2.set_ylim(bottom=0)
+            ax2.legend(loc="upper left")
+    ax.set_title("memory and CPU")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

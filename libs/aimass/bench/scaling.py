@@ -1,7 +1,7 @@
 """Scaling: 1, 2, 4, 8, 16 cameras at a fixed real-time pace into one detector worker, then doubling on
 until they offer the worker's measured capacity: detected frames/s, capture -> detections latency, the
-worker's memory per camera (and the GPU's use, where there is one) at each step, and the most cameras it
-kept up with; then one against two detector workers draining the same backlog (the second splits the
+worker's memory and CPU per camera (and the GPU's use, where there is one) at each step, and the most
+cameras it kept up with (its CPU with no camera is read first: what a worker costs before any camera); then one against two detector workers draining the same backlog (the second splits the
 frames topic's partitions)."""
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class ScalingOptions:
 # sent in its last few hundred ms (the latency) arrive after it; a worker past its capacity falls
 # well short (2 cores: 39 of 64 frames/s).
 KEPT_UP = 0.9
+IDLE_S = 3.0  # the detector's CPU is read this long with no cameras: what it costs before any camera
 
 
 def plan(opts: ScalingOptions) -> tuple[float, list[int]]:
@@ -65,7 +66,9 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
     ns = fleet.namespace("scaling", site=fleet.site.model_copy(update={"cameras": cams}))
     d = opts.detector
     worker = ns.start("detector", d.worker_env())
-    idle_rss = probe.rss_mb(worker.proc.pid)
+    pid = worker.proc.pid
+    idle_rss = probe.rss_mb(pid)
+    idle_cpu = _cpu_cores(pid, lambda: time.sleep(IDLE_S))
     out = []
     arrivals: list[tuple[float, float]] = []  # (arrival ms, capture -> arrival ms) of each detections message
     with probe.TopicWatch(ns.settings(), contracts.TOPIC_DETECTIONS,
@@ -74,12 +77,15 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
             subset = {c.id: frames[c.id] for c in cams[:n]}
             first = len(arrivals)
             t0 = contracts.now_ms()
+            cpu0, wall0 = probe.cpu_seconds(pid), time.monotonic()
             with probe.GpuSampler() as gpu:
                 paced = asyncio.run(workload.paced_cameras(ns.settings(), subset, fps, opts.seconds, fleet.site.site.id))
             sent = paced.sent
             end = time.monotonic() + 60
             while len(arrivals) - first < sent and time.monotonic() < end and worker.alive():
                 time.sleep(0.1)  # the backlog of this step drains before the next starts (bounded)
+            # The worker's CPU over the step and its drain: what these cameras cost it, in cores.
+            cpu = (probe.cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
             got = arrivals[first:]
             # Offered is what went out: a sender that fell behind the cameras' clocks offered less.
             window_s = opts.seconds + paced.behind_s
@@ -90,9 +96,17 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
                         "detected_fps": round(len(in_window) / window_s, 1), "frames_sent": sent,
                         "frames_detected": len(got), "latency_ms": probe.percentiles([lat for _, lat in got]),
                         "rss_mb": round(rss, 1), "rss_per_camera_mb": round((rss - idle_rss) / n, 2),
+                        "cpu_cores": round(cpu, 3), "cpu_per_camera": round(max(0.0, cpu - idle_cpu) / n, 4),
                         **({"gpu": g} if (g := gpu.summary()) else {})})
     ns.stop()
-    return out
+    return out, idle_cpu
+
+
+def _cpu_cores(pid: int, during) -> float:
+    """The process's CPU use, in cores, while ``during()`` runs."""
+    cpu, wall = probe.cpu_seconds(pid), time.monotonic()
+    during()
+    return (probe.cpu_seconds(pid) - cpu) / (time.monotonic() - wall)
 
 
 def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
@@ -120,7 +134,7 @@ def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
 
 def run(fleet: Fleet, opts: ScalingOptions) -> dict:
     fps, steps = plan(opts)
-    measured = cameras_step(fleet, opts, fps, steps)
+    measured, idle_cpu = cameras_step(fleet, opts, fps, steps)
     return {"fps_per_camera": fps, "seconds_per_step": opts.seconds, "capacity_fps": opts.capacity_fps,
-            "steps": measured, "kept_up_with_cameras": kept_up_with(measured), "kept_up_share": KEPT_UP,
+            "idle_cpu_cores": round(idle_cpu, 3), "steps": measured, "kept_up_with_cameras": kept_up_with(measured), "kept_up_share": KEPT_UP,
             "workers": workers_step(fleet, opts)}
