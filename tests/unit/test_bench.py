@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 
 import pytest
 
@@ -133,6 +135,14 @@ RESULTS = {
         "workers": {"one_worker_fps": 38.0, "two_workers_fps": 30.0, "two_over_one": 0.79, "sessions_each": [2, 1],
                     "threads_per_session": 1}},
 }
+
+
+def test_cpu_use_counts_the_process_s_cpu_over_the_block():
+    with probe.CpuUse(os.getpid()) as use:
+        end = time.process_time() + 0.2
+        while time.process_time() < end:  # 0.2 s of this process's CPU, however long the host takes
+            pass
+    assert use.cores > 0.0
 
 
 def _says(text: str, phrase: str) -> bool:

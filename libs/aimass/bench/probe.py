@@ -116,6 +116,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuUse:
+    """A process's CPU use in cores (CPU seconds per second) over a ``with`` block: ``cores`` after it."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.cores = 0.0
+
+    def __enter__(self) -> "CpuUse":
+        self._cpu, self._wall = cpu_seconds(self.pid), time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cores = (cpu_seconds(self.pid) - self._cpu) / max(time.monotonic() - self._wall, 1e-6)
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process (Linux /proc), in MiB."""
     with open(f"/proc/{pid}/status") as f:

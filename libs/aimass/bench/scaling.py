@@ -1,8 +1,9 @@
 """Scaling: 1, 2, 4, 8, 16 cameras at a fixed real-time pace into one detector worker, then doubling on
 until they offer the worker's measured capacity: detected frames/s, capture -> detections latency, the
 worker's memory and CPU per camera (and the GPU's use, where there is one) at each step, and the most
-cameras it kept up with (its CPU with no camera is read first: what a worker costs before any camera); then one against two detector workers draining the same backlog (the second splits the
-frames topic's partitions)."""
+cameras it kept up with (its CPU with no camera is read first: what a worker costs before any camera);
+then one against two detector workers draining the same backlog (the second splits the frames topic's
+partitions)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def kept_up_with(steps: list[dict]) -> int:
     return most
 
 
-def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int]) -> list[dict]:
+def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int]) -> tuple[list[dict], float]:
+    """Each step's figures, and the worker's CPU (cores) with no camera."""
     cams = workload.cameras(fleet.site, max(steps))
     frames = workload.render(cams, 20)
     ns = fleet.namespace("scaling", site=fleet.site.model_copy(update={"cameras": cams}))
@@ -68,7 +70,8 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
     worker = ns.start("detector", d.worker_env())
     pid = worker.proc.pid
     idle_rss = probe.rss_mb(pid)
-    idle_cpu = _cpu_cores(pid, lambda: time.sleep(IDLE_S))
+    with probe.CpuUse(pid) as idle:
+        time.sleep(IDLE_S)  # no camera yet: a measuring window, not a wait for readiness
     out = []
     arrivals: list[tuple[float, float]] = []  # (arrival ms, capture -> arrival ms) of each detections message
     with probe.TopicWatch(ns.settings(), contracts.TOPIC_DETECTIONS,
@@ -77,36 +80,27 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
             subset = {c.id: frames[c.id] for c in cams[:n]}
             first = len(arrivals)
             t0 = contracts.now_ms()
-            cpu0, wall0 = probe.cpu_seconds(pid), time.monotonic()
-            with probe.GpuSampler() as gpu:
-                paced = asyncio.run(workload.paced_cameras(ns.settings(), subset, fps, opts.seconds, fleet.site.site.id))
-            sent = paced.sent
-            end = time.monotonic() + 60
-            while len(arrivals) - first < sent and time.monotonic() < end and worker.alive():
-                time.sleep(0.1)  # the backlog of this step drains before the next starts (bounded)
             # The worker's CPU over the step and its drain: what these cameras cost it, in cores.
-            cpu = (probe.cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+            with probe.CpuUse(pid) as cpu, probe.GpuSampler() as gpu:
+                paced = asyncio.run(workload.paced_cameras(ns.settings(), subset, fps, opts.seconds, fleet.site.site.id))
+                sent = paced.sent
+                end = time.monotonic() + 60
+                while len(arrivals) - first < sent and time.monotonic() < end and worker.alive():
+                    time.sleep(0.1)  # the backlog of this step drains before the next starts (bounded)
             got = arrivals[first:]
             # Offered is what went out: a sender that fell behind the cameras' clocks offered less.
             window_s = opts.seconds + paced.behind_s
             in_window = [a for a, _ in got if a <= t0 + window_s * 1000]
-            rss = probe.rss_mb(worker.proc.pid)
+            rss = probe.rss_mb(pid)
             out.append({"cameras": n, "offered_fps": round(sent / window_s, 1),
                         "sender_behind_ms": round(paced.behind_s * 1000, 1),
                         "detected_fps": round(len(in_window) / window_s, 1), "frames_sent": sent,
                         "frames_detected": len(got), "latency_ms": probe.percentiles([lat for _, lat in got]),
                         "rss_mb": round(rss, 1), "rss_per_camera_mb": round((rss - idle_rss) / n, 2),
-                        "cpu_cores": round(cpu, 3), "cpu_per_camera": round(max(0.0, cpu - idle_cpu) / n, 4),
+                        "cpu_cores": round(cpu.cores, 3), "cpu_per_camera": round(max(0.0, cpu.cores - idle.cores) / n, 4),
                         **({"gpu": g} if (g := gpu.summary()) else {})})
     ns.stop()
-    return out, idle_cpu
-
-
-def _cpu_cores(pid: int, during) -> float:
-    """The process's CPU use, in cores, while ``during()`` runs."""
-    cpu, wall = probe.cpu_seconds(pid), time.monotonic()
-    during()
-    return (probe.cpu_seconds(pid) - cpu) / (time.monotonic() - wall)
+    return out, idle.cores
 
 
 def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
