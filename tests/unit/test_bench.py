@@ -137,6 +137,17 @@ RESULTS = {
 }
 
 
+def test_tables_printed_to_a_log_keep_every_cell_whole():
+    import io
+
+    from rich.console import Console
+
+    log = io.StringIO()
+    report.print_tables(RESULTS, Console(file=log, width=80))  # a file: no terminal, rich's 80 columns
+    text = log.getvalue()
+    assert "…" not in text and "0.9 (0.62-1.1)" in text and "100000 (raw clickhouse-driver)" in text
+
+
 def test_cpu_use_counts_the_process_s_cpu_over_the_block():
     with probe.CpuUse(os.getpid()) as use:
         end = time.process_time() + 0.2

@@ -22,7 +22,7 @@ def tables(results: dict) -> list[Table]:
     out = []
     t = Table(title="Ratios (measured in this run)")
     for col in ("what", "through the product", "baseline", "ratio", "goal", ""):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     if d := results.get("detector"):
         t.add_row("detector frames/s", f"{d['pipeline_fps']}", f"{d['bare_fps']} (bare ONNX Runtime)",
                   f"{d['efficiency']}", f"≥ {d['goal']}", _ok(d["efficiency"], d["goal"]))
@@ -56,7 +56,7 @@ def tables(results: dict) -> list[Table]:
         t = Table(title=f"Latency, ms ({lat['cameras']} cameras at {lat['fps_per_camera']} fps = half of "
                         f"{lat['capacity_fps']} frames/s; frames after the first {warmup:g} s)")
         for col in ("stage", "p50", "p95", "p99"):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")
         rows = [*lat["stages_ms"].items(), ("capture -> violation on Kafka", lat["capture_to_violation_ms"]),
                 ("capture -> row in ClickHouse", lat["capture_to_row_ms"])]
         if "warmup_capture_to_detections_ms" in lat:
@@ -71,7 +71,7 @@ def tables(results: dict) -> list[Table]:
         cpu = all("cpu_cores" in st for st in sc["steps"])  # not in results from before it was measured
         for col in ("cameras", "offered fps", "detected fps", "p50 ms", "p95 ms", "RSS MiB", "MiB per camera",
                     *(("CPU cores",) if cpu else ()), *(("GPU % mean/max",) if gpu else ())):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")
         for st in sc["steps"]:
             g = st.get("gpu")
             t.add_row(str(st["cameras"]), str(st["offered_fps"]), str(st["detected_fps"]), str(st["latency_ms"]["p50"]),
@@ -96,8 +96,15 @@ def tables(results: dict) -> list[Table]:
     return out
 
 
+# Printed to a file or a CI log (no terminal, so rich's 80 columns), the tables get this width: a cell
+# wraps rather than loses its end ("0.5 (0.463-0.6…" was all a log kept of a range).
+LOG_WIDTH = 160
+
+
 def print_tables(results: dict, console: Console | None = None) -> None:
     console = console or Console()
+    if not console.is_terminal and console.width < LOG_WIDTH:
+        console = Console(file=console.file, width=LOG_WIDTH, soft_wrap=console.soft_wrap)
     for t in tables(results):
         console.print(t)
 
