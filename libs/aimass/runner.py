@@ -198,10 +198,19 @@ def expand(names: list[str]) -> list[str]:
     return [n for name in names for n in [name] * processes_of(name)]
 
 
+# A child that exits is started again after a back-off that doubles while it keeps failing (a bad site
+# file or model folder exits with code 2 at every start until someone fixes it, and is then picked up
+# without a restart by hand), and starts over once it had run this long.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+RESTART_RESET_S = 60.0
+
+
 def run_all(names: list[str]) -> int:
     """Supervise one child per entry of ``names`` (a worker named twice runs as two processes of its
-    consumer group); a child that dies is restarted after a short back-off. Returns when this process
-    gets SIGTERM/SIGINT, after stopping the children; killed outright, its children get SIGTERM.
+    consumer group); a child that dies is restarted after a back-off (``RESTART_*``). Returns when this
+    process gets SIGTERM/SIGINT, after stopping the children, back-off or not; killed outright, its
+    children get SIGTERM.
 
     Child ``i`` gets metrics and web ports ``base + i``, and under ``$AIMASS_READY_DIR`` a folder of its
     own; this process touches ``$AIMASS_READY_DIR/NAME`` once every process of NAME is ready, so a
@@ -235,7 +244,9 @@ def run_all(names: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    backoff = [1.0] * len(names)
+    backoff = [RESTART_FIRST_S] * len(names)
+    started = [time.monotonic()] * len(names)
+    restart_at: dict[int, float] = {}  # child index -> when it starts again
     unannounced = set(names) if ready_dir else set()
     while not stopping:
         time.sleep(0.2)
@@ -243,11 +254,18 @@ def run_all(names: list[str]) -> int:
             if all((own_ready(i) / name).exists() for i, n in enumerate(names) if n == name):
                 (ready_dir / name).touch()
                 unannounced.discard(name)
+        now = time.monotonic()
         for i, p in enumerate(procs):
-            if p.poll() is not None and not stopping:
+            if i in restart_at:
+                if now >= restart_at[i] and not stopping:
+                    del restart_at[i]
+                    procs[i], started[i] = child(i), now
+            elif p.poll() is not None:
+                # Waited out here, not slept: a stop or another child's exit is seen within one tick.
+                if now - started[i] >= RESTART_RESET_S:
+                    backoff[i] = RESTART_FIRST_S  # it had run a while: a fresh failure, not a crash loop
                 log.error("worker %s exited with code %s; restarting in %.0f s", names[i], p.returncode, backoff[i])
-                time.sleep(backoff[i])
-                backoff[i] = min(backoff[i] * 2, 30.0)
-                procs[i] = child(i)
+                restart_at[i] = now + backoff[i]
+                backoff[i] = min(backoff[i] * 2, RESTART_MAX_S)
     stop(procs)
     return 0

@@ -1,6 +1,12 @@
-"""The worker runner: the start-up heap freeze, and how many processes each worker runs as."""
+"""The worker runner: the start-up heap freeze, how many processes each worker runs as, and the
+supervisor's restarts (children that exit at once, in a supervisor process of its own)."""
 
 import gc
+import signal
+import subprocess
+import sys
+import threading
+import time
 import weakref
 
 import pytest
@@ -44,3 +50,52 @@ def test_a_negative_process_count_is_refused(monkeypatch):
     monkeypatch.setenv("AIMASS_SINK_PROCESSES", "-1")
     with pytest.raises(ValidationError, match="sink_processes"):
         runner.processes_of("sink")
+
+
+def _supervisor(tmp_path, **constants) -> tuple[subprocess.Popen, list[str]]:
+    """``run_all(["sink", "rules"])`` in a process of its own, whose children exit at once with code 2
+    (what a bad site file does at every start), ``constants`` set on the runner; its log lines so far."""
+    script = tmp_path / "supervise.py"
+    script.write_text(
+        "import logging, subprocess, sys\n"
+        "from aimass import runner\n"
+        f"for k, v in {constants!r}.items():\n"
+        "    setattr(runner, k, v)\n"
+        "runner.spawn = lambda name, *a, **kw: subprocess.Popen([sys.executable, '-c', 'raise SystemExit(2)'])\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "sys.exit(runner.run_all(['sink', 'rules']))\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    return proc, lines
+
+
+def _until(predicate, deadline_s: float, what: str) -> None:
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        assert time.monotonic() < end, f"timed out after {deadline_s:.0f} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_supervisor_waits_out_a_back_off_without_blocking_a_stop_or_other_workers(tmp_path):
+    proc, lines = _supervisor(tmp_path, RESTART_FIRST_S=60.0)
+    try:
+        # Both children's exits are seen at once (the old loop slept through one back-off before it
+        # looked at the next child), and SIGTERM during a 60 s back-off stops the supervisor at once.
+        _until(lambda: sum("restarting in 60 s" in line for line in lines) == 2, 20, "both children's exits")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_child_that_had_run_a_while_restarts_after_the_first_back_off_again(tmp_path):
+    # RESTART_RESET_S 0: every exit counts as one after a long run, so the back-off never doubles.
+    proc, lines = _supervisor(tmp_path, RESTART_FIRST_S=0.3, RESTART_RESET_S=0.0)
+    try:
+        _until(lambda: sum("worker sink exited" in line for line in lines) >= 3, 30, "three restarts of sink")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert all("restarting in 0 s" in line for line in lines if "worker sink exited" in line)
