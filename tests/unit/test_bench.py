@@ -255,3 +255,18 @@ def test_report_writes_json_and_a_chart_when_matplotlib_is_there(tmp_path):
     else:
         png = tmp_path / "bench.png"
         assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_use_is_sampled_from_nvidia_smi_for_the_workers_device(tmp_path, monkeypatch):
+    # No GPU here: a stand-in nvidia-smi answers as the real one does, for the device it is asked about.
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\ncase "$*" in *--id=1*) echo "37, 1234";; *) echo "99, 1";; esac\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("AIMASS_DETECTOR_DEVICE_ID", "1")
+    with probe.GpuSampler(interval_s=0.02) as gpu:
+        end = time.monotonic() + 20
+        while len(gpu.util) < 2 and time.monotonic() < end:
+            time.sleep(0.02)
+    assert gpu.summary() == {"gpu_util_mean_pct": 37.0, "gpu_util_max_pct": 37.0, "gpu_mem_max_mb": 1234.0}
+    assert probe.GpuSampler(device=0).device == 0

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aimass.contracts import now_ms
 from aimass.kafka import reader
-from aimass.settings import Settings
+from aimass.settings import DetectorSettings, Settings
 
 
 def counter(port: int, name: str) -> float:
@@ -141,12 +141,14 @@ def rss_mb(pid: int) -> float:
 
 
 class GpuSampler:
-    """Samples GPU utilisation and memory with nvidia-smi every ``interval_s`` while running (a no-op
-    where there is no NVIDIA GPU)."""
+    """Samples GPU ``device``'s utilisation and memory with nvidia-smi every ``interval_s`` while running
+    (a no-op where there is no NVIDIA GPU). ``device`` is the index the workers' sessions run on
+    (``detector_device_id``): on a host with several GPUs, the others say nothing about them."""
 
-    def __init__(self, interval_s: float = 0.5):
+    def __init__(self, interval_s: float = 0.5, device: int | None = None):
         self.available = shutil.which("nvidia-smi") is not None
         self.interval_s = interval_s
+        self.device = DetectorSettings().detector_device_id if device is None else device
         self.util: list[float] = []
         self.mem_mb: list[float] = []
         self._stop = threading.Event()
@@ -166,7 +168,7 @@ class GpuSampler:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                out = subprocess.run(["nvidia-smi", f"--id={self.device}", "--query-gpu=utilization.gpu,memory.used",
                                       "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
                 util, mem = out.stdout.splitlines()[0].split(",")[:2]
                 self.util.append(float(util))
