@@ -1,4 +1,4 @@
-"""Processes: free ports, liveness, stopping a whole process group, and the cores this one may use."""
+"""Processes: free ports, liveness, CPU time, stopping a whole process group, and the cores this one may use."""
 
 from __future__ import annotations
 
@@ -33,10 +33,22 @@ def pid_alive(pid: int) -> bool:
 def _zombie(pid: int) -> bool:
     """Whether ``pid`` has exited and waits to be reaped (Linux /proc; False where it cannot be read)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        return _stat(pid)[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process (all its threads) has used so far, user and system (Linux /proc)."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """``/proc/PID/stat``'s fields after the command name (which may hold spaces and parentheses):
+    state first, then ppid, ... (proc(5), from its third field)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
 
 
 def stop_pid(pid: int, timeout_s: float = 15.0) -> None:

@@ -4,7 +4,6 @@ process memory, GPU utilisation, and percentiles."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aimass.contracts import now_ms
 from aimass.kafka import reader
+from aimass.processes import cpu_seconds
 from aimass.settings import DetectorSettings, Settings
 
 
@@ -107,13 +107,6 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> 
         return {f"p{q:g}": float("nan") for q in qs}
     arr = np.asarray(values, dtype=np.float64)
     return {f"p{q:g}": round(float(np.percentile(arr, q)), 1) for q in qs}
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time a process (all its threads) has used so far, user and system (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuUse:
