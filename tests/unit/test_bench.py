@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+from conftest import wait_until
 
 from aimass import contracts
 from aimass.bench import probe, report, scaling, workload
@@ -265,8 +266,6 @@ def test_gpu_use_is_sampled_from_nvidia_smi_for_the_workers_device(tmp_path, mon
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.setenv("AIMASS_DETECTOR_DEVICE_ID", "1")
     with probe.GpuSampler(interval_s=0.02) as gpu:
-        end = time.monotonic() + 20
-        while len(gpu.util) < 2 and time.monotonic() < end:
-            time.sleep(0.02)
+        wait_until(lambda: len(gpu.util) >= 2, 20, "two samples", interval_s=0.02)
     assert gpu.summary() == {"gpu_util_mean_pct": 37.0, "gpu_util_max_pct": 37.0, "gpu_mem_max_mb": 1234.0}
     assert probe.GpuSampler(device=0).device == 0

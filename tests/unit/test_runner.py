@@ -6,10 +6,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import weakref
 
 import pytest
+from conftest import wait_until
 
 from aimass import runner
 from aimass.runner import freeze_startup_heap
@@ -70,19 +70,13 @@ def _supervisor(tmp_path, **constants) -> tuple[subprocess.Popen, list[str]]:
     return proc, lines
 
 
-def _until(predicate, deadline_s: float, what: str) -> None:
-    end = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < end, f"timed out after {deadline_s:.0f} s waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_the_supervisor_waits_out_a_back_off_without_blocking_a_stop_or_other_workers(tmp_path):
     proc, lines = _supervisor(tmp_path, RESTART_FIRST_S=60.0)
     try:
         # Both children's exits are seen at once (the old loop slept through one back-off before it
         # looked at the next child), and SIGTERM during a 60 s back-off stops the supervisor at once.
-        _until(lambda: sum("restarting in 60 s" in line for line in lines) == 2, 20, "both children's exits")
+        wait_until(lambda: sum("restarting in 60 s" in line for line in lines) == 2, 20, "both children's exits",
+                   interval_s=0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -94,7 +88,8 @@ def test_a_child_that_had_run_a_while_restarts_after_the_first_back_off_again(tm
     # RESTART_RESET_S 0: every exit counts as one after a long run, so the back-off never doubles.
     proc, lines = _supervisor(tmp_path, RESTART_FIRST_S=0.3, RESTART_RESET_S=0.0)
     try:
-        _until(lambda: sum("worker sink exited" in line for line in lines) >= 3, 30, "three restarts of sink")
+        wait_until(lambda: sum("worker sink exited" in line for line in lines) >= 3, 30, "three restarts of sink",
+                   interval_s=0.05)
     finally:
         proc.kill()
         proc.wait()
