@@ -130,5 +130,5 @@ def run(fleet: Fleet, opts: ScalingOptions) -> dict:
     fps, steps = plan(opts)
     measured, idle_cpu = cameras_step(fleet, opts, fps, steps)
     return {"fps_per_camera": fps, "seconds_per_step": opts.seconds, "capacity_fps": opts.capacity_fps,
-            "idle_cpu_cores": round(idle_cpu, 3), "steps": measured, "kept_up_with_cameras": kept_up_with(measured), "kept_up_share": KEPT_UP,
-            "workers": workers_step(fleet, opts)}
+            "idle_cpu_cores": round(idle_cpu, 3), "steps": measured, "kept_up_with_cameras": kept_up_with(measured),
+            "kept_up_share": KEPT_UP, "workers": workers_step(fleet, opts)}
