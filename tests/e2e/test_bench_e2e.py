@@ -24,6 +24,10 @@ def test_quick_bench_measures_every_ratio_against_its_baseline():
     assert d["frames"] == 60 and d["pipeline_fps"] > 0 and d["bare_session_fps"] > 0 and d["bare_layout_fps"] > 0
     assert d["bare_fps"] == max(d["bare_session_fps"], d["bare_layout_fps"])  # the faster bare is the baseline
     assert 0 < d["efficiency"] < 3
+    # The ceiling: a free model's drain, faster than the real one's, costing less CPU a frame.
+    assert d["ceiling_frames"] == 400 and d["ceiling_fps"] > d["pipeline_fps"]
+    assert 0 < d["ceiling_cpu_ms_per_frame"] < d["cpu_ms_per_frame"]
+    assert d["around_model_cpu_share"] == round(d["ceiling_cpu_ms_per_frame"] / d["cpu_ms_per_frame"], 3)
     assert r["messages"] == 40000 and r["worker_msgs_per_s"] > 0 and r["raw_msgs_per_s"] > 0
     assert r["violation_events"] > 0  # the generated walkers cross the demo's zones and lines
     assert sum(r["two_workers_shares"]) == 40000 and min(r["two_workers_shares"]) > 0  # both had partitions

@@ -117,7 +117,9 @@ def test_cameras_spread_one_per_partition():
 
 
 RESULTS = {
-    "detector": {"pipeline_fps": 38.0, "bare_fps": 50.0, "efficiency": 0.76, "goal": 0.85},
+    "detector": {"pipeline_fps": 38.0, "bare_fps": 50.0, "efficiency": 0.76, "goal": 0.85, "cpu_ms_per_frame": 40.0,
+                 "ceiling_fps": 400.0, "ceiling_over_bare": 8.0, "ceiling_cpu_ms_per_frame": 3.2,
+                 "around_model_cpu_share": 0.08},
     "rules": {"worker_msgs_per_s": 1000, "raw_msgs_per_s": 150000, "ratio": 0.007, "goal": 0.5,
               "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000, "two_workers_msgs_per_s": 1800,
               "two_workers_ratio": 0.012, "two_over_one": 1.8},
@@ -155,6 +157,7 @@ def test_cpu_use_counts_the_process_s_cpu_over_the_block():
         while time.process_time() < end:  # 0.2 s of this process's CPU, however long the host takes
             pass
     assert use.cores > 0.0
+    assert 0.19 <= use.seconds < 1.0  # the 0.2 s burnt, and little else (clock ticks are 10 ms)
 
 
 def _says(text: str, phrase: str) -> bool:
@@ -176,6 +179,10 @@ def test_report_says_which_goals_are_met():
     lines = {line.split("│")[1].strip() + line.split("│")[3].strip(): line for line in text.splitlines()
              if line.count("│") > 5}
     assert "not met" in next(v for k, v in lines.items() if k.startswith("detector"))
+    assert [c.strip() for c in lines["ceiling (a model costing nothing)50.0 (bare ONNX Runtime)"].split("│")[2:6]] == [
+        "400.0", "50.0 (bare ONNX Runtime)", "x8.0", ""]  # no goal of its own: what bounds the worker
+    assert [c.strip() for c in lines["CPU a frame around the model40.0 ms (with the model)"].split("│")[2:5]] == [
+        "3.2 ms", "40.0 ms (with the model)", "0.08"]
     assert "1800 (x1.8 of one)" in next(v for k, v in lines.items() if k.startswith("2 workers"))
     sink = next(v for k, v in lines.items() if k.startswith("sink rows/s"))
     assert "met" in sink and "not met" not in sink  # judged by the median pair, though one pair fell short

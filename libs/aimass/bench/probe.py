@@ -110,18 +110,21 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> 
 
 
 class CpuUse:
-    """A process's CPU use in cores (CPU seconds per second) over a ``with`` block: ``cores`` after it."""
+    """A process's CPU use over a ``with`` block: ``seconds`` of CPU, and ``cores`` (CPU seconds per
+    second), after it."""
 
     def __init__(self, pid: int):
         self.pid = pid
         self.cores = 0.0
+        self.seconds = 0.0
 
     def __enter__(self) -> "CpuUse":
         self._cpu, self._wall = cpu_seconds(self.pid), time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.cores = (cpu_seconds(self.pid) - self._cpu) / max(time.monotonic() - self._wall, 1e-6)
+        self.seconds = cpu_seconds(self.pid) - self._cpu
+        self.cores = self.seconds / max(time.monotonic() - self._wall, 1e-6)
 
 
 def rss_mb(pid: int) -> float:

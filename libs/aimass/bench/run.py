@@ -46,8 +46,9 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
     unknown = set(opts.only) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown bench sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
-    det = detector.DetectorOptions(frames_per_camera=15 if opts.quick else 60, providers=opts.providers,
-                                   threads=opts.threads, sessions=opts.sessions, max_batch=opts.max_batch)
+    det = detector.DetectorOptions(frames_per_camera=15 if opts.quick else 60, ceiling_frames=400 if opts.quick else 2000,
+                                   providers=opts.providers, threads=opts.threads, sessions=opts.sessions,
+                                   max_batch=opts.max_batch)
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                      "options": {k: v for k, v in opts.__dict__.items()}}
     t0 = time.monotonic()

@@ -116,13 +116,13 @@ def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
     sessions, threads = session_layout(DetectorSettings(providers=d.providers, threads=d.threads,
                                                         detector_sessions=d.sessions))
     threads = threads or 0
-    one, _, _ = drain(fleet, "one_detector", cams, ordered,
+    one = drain(fleet, "one_detector", cams, ordered,
                       DetectorOptions(**{**d.__dict__, "sessions": sessions, "threads": threads}), join_first=True)
     half = max(1, sessions // 2)
-    two, _, _ = drain(fleet, "two_detectors", cams, ordered,
+    two = drain(fleet, "two_detectors", cams, ordered,
                       DetectorOptions(**{**d.__dict__, "sessions": half, "threads": threads}), workers=2, join_first=True)
-    return {"one_worker_fps": round(one.per_s, 1), "two_workers_fps": round(two.per_s, 1),
-            "two_over_one": round(two.per_s / one.per_s, 3),
+    return {"one_worker_fps": round(one.rate.per_s, 1), "two_workers_fps": round(two.rate.per_s, 1),
+            "two_over_one": round(two.rate.per_s / one.rate.per_s, 3),
             "sessions_each": [sessions, half], "threads_per_session": threads}
 
 
