@@ -42,6 +42,7 @@ from aimass.model_store import ModelStore
 from aimass.settings import DetectorSettings
 from aimass.state import StateTopic
 from aimass_detector.model import ModelError, load_spec
+from aimass_detector.preprocess import opencv_on_calling_thread
 from aimass_detector.serving import (ModelSet, agreement, detector_loader, finish_batch, prepare_batch, prepare_threads,
                                      resolver, run_batch, serve_batch, session_layout)
 from aimass_detector.tracker import Trackers
@@ -75,6 +76,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
     # Runs models, nothing else: one thread per session, so as many batches run at once.
     pool = ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="inference")
     preparers = prepare_threads(settings)
+    opencv_on_calling_thread()
     # Before and after a run: as many batches prepared (or their outputs decoded) at once as threads.
     preparer = ThreadPoolExecutor(max_workers=preparers, thread_name_prefix="prepare")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")

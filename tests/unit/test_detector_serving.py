@@ -131,3 +131,18 @@ def test_agreement_pairs_boxes_of_the_same_label():
     assert agreement([p], [car]) == (0, 0.0)
     assert agreement([p, near], [near])[0] == 1
     assert agreement([], [p]) == (0, 0.0)
+
+
+def test_the_detector_worker_runs_opencv_on_its_own_threads(tmp_path):
+    import cv2
+
+    from aimass.settings import DetectorSettings
+    from aimass_detector.worker import build_app
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)  # OpenCV's default on 2 cores: a pool that splits each resize and then spins
+    try:
+        build_app(DetectorSettings(kafka_bootstrap="127.0.0.1:1", state_dir=tmp_path))  # builds; connects to nothing
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
