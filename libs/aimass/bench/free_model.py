@@ -36,11 +36,12 @@ def build(model_dir: Path, folder: Path, jpegs: Sequence[bytes]) -> FreeModel:
     from aimass_detector.engine import Detector
 
     real = Detector.from_folder(model_dir, providers=["CPUExecutionProvider"])
-    found = [len(real.detect([real.decode_jpeg(j)])[0]) for j in jpegs]
+    images = [real.decode_jpeg(j) for j in jpegs]
+    found = [len(real.detect([img])[0]) for img in images]
     objects = max(found)
     graph = onnx.load(real.spec.onnx_path, load_external_data=False).graph
     names = [o.name for o in graph.output]
-    prepared = real.prepare([real.decode_jpeg(jpegs[found.index(objects)])])
+    prepared = real.prepare([images[found.index(objects)]])
     outputs = real.infer(names, prepared.feeds)
     prepared.release()
 
