@@ -1,4 +1,4 @@
-"""The worker runner: the start-up heap freeze, how many processes each worker runs as, and the
+"""The worker runner: the garbage collector's set-up, how many processes each worker runs as, and the
 supervisor's restarts (children that exit at once, in a supervisor process of its own)."""
 
 import gc
@@ -12,27 +12,57 @@ import pytest
 from conftest import wait_until
 
 from aimass import runner
-from aimass.runner import freeze_startup_heap
+from aimass.runner import YOUNG_OBJECTS_BEFORE_COLLECTION, settle_collector
 
 
 class _Node:
     pass
 
 
-def test_freeze_keeps_live_objects_out_of_collections_and_frees_garbage_first():
+def test_settling_keeps_live_objects_out_of_collections_and_frees_garbage_first():
     garbage = _Node()
     garbage.self = garbage  # a cycle only the collector frees
     gone = weakref.ref(garbage)
     del garbage
     live = [_Node()]
-    before = gc.get_freeze_count()
+    before, threshold = gc.get_freeze_count(), gc.get_threshold()
     try:
-        freeze_startup_heap()
+        settle_collector()
         assert gone() is None  # collected, not frozen for the worker's lifetime
         assert gc.get_freeze_count() > before
         assert not any(o is live for o in gc.get_objects())  # frozen objects are outside every generation
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+def test_a_batch_of_young_objects_sets_off_no_collection_after_settling():
+    """What a sink batch holds (here 40k small containers, alive together, then freed) runs no
+    collection; at Python's default threshold it runs dozens."""
+    runs = []
+
+    def count(phase, info):
+        if phase == "start":
+            runs.append(info["generation"])
+
+    def batch():
+        runs.clear()
+        held = [[i] for i in range(40_000)]
+        del held
+        return len(runs)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(count)
+    try:
+        gc.set_threshold(700, 10, 10)
+        assert batch() > 20
+        settle_collector()
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS_BEFORE_COLLECTION
+        assert batch() == 0
+    finally:
+        gc.callbacks.remove(count)
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_processes_per_worker_come_from_their_settings(monkeypatch):
