@@ -16,6 +16,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faust.exceptions import ProducerSendError
 from aiokafka.partitioner import murmur2
 
 from aimass import contracts, metrics
@@ -226,6 +227,31 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
                      key_serializer="raw", partitions=topic_partitions(settings)[name], internal=False)
 
 
+class OutputTopic:
+    """A topic a worker writes bytes to, through its Faust app's producer. Straight to the producer, not
+    through Faust's Topic.send: that cost 46-59 µs of CPU a message (its per-call producer-start guard,
+    which also yields to the loop, its FutureMessage and callbacks) against 10 µs for the producer's own
+    send (3000 sends to the local broker, three rounds each), paid on every detections message and every
+    violation. The messages of one producer still go out in the order they were sent."""
+
+    def __init__(self, app: faust.App, name: str):
+        self.app = app
+        self.name = name  # the full topic name
+
+    async def send(self, key: bytes | None, value: bytes, *, headers: dict[str, bytes] | None = None,
+                   partition: int | None = None) -> asyncio.Future:
+        """Hand the message to the producer; returns its delivery future (resolves to its metadata)."""
+        producer = self.app.producer
+        if not producer.started:  # it starts with the worker: only a send before that waits for it
+            await self.app.maybe_start_producer()
+        return await producer.send(self.name, key, value, partition, None, headers)
+
+
+def output_topic(app: faust.App, settings: Settings, name: str) -> OutputTopic:
+    """The output topic for logical topic ``name``."""
+    return OutputTopic(app, settings.topic(name))
+
+
 def reader(settings: Settings, *topics: str, **options) -> AIOKafkaConsumer:
     """A consumer with the project's client settings (servers, security, fetch wait); by default outside
     any consumer group and committing nothing (the state and control readers, the bench's baselines and
@@ -255,7 +281,7 @@ class DeadLetterSender:
     and counts it. Never raises for a send failure of its own: losing a dead letter must not stop
     the worker (it is logged with the reason instead)."""
 
-    topic: faust.TopicT
+    topic: OutputTopic
     service: str
     count: int = 0
 
@@ -272,9 +298,9 @@ class DeadLetterSender:
         headers = {"aimass-reason": reason.encode(), "aimass-service": self.service.encode(),
                    "aimass-source-topic": source_topic.encode()}
         try:
-            await self.topic.send(key=key, value=contracts.encode(msg), headers=headers)
-        except KafkaError as exc:
-            log.error("could not send a dead letter (%s) to %s: %s", reason, self.topic.get_topic_name(), exc)
+            await self.topic.send(key, contracts.encode(msg), headers=headers)
+        except (KafkaError, ProducerSendError) as exc:  # Faust's producer wraps the KafkaError
+            log.error("could not send a dead letter (%s) to %s: %s", reason, self.topic.name, exc)
 
     async def refuse(self, received, error: ContractError | Exception, original: bytes | None = None) -> None:
         """``send`` for a message as received, a Faust event or an aiokafka ConsumerRecord: its topic, key,

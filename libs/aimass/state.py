@@ -31,7 +31,7 @@ import faust
 import msgspec
 from aiokafka.structs import TopicPartition
 
-from aimass.kafka import partition_for, reader
+from aimass.kafka import OutputTopic, partition_for, reader
 from aimass.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class StateTopic:
         self.partitions = partitions
         self.topic = app.topic(self.name, key_type=bytes, value_type=bytes, key_serializer="raw",
                                value_serializer="raw", partitions=partitions, internal=False)
+        self.out = OutputTopic(app, self.name)
         self._loaded: set[int] = set()
         self._loading: dict[int, asyncio.Task] = {}
         self._mine: set[int] | None = None  # the source's partitions assigned now (None: before any assignment)
@@ -144,7 +145,7 @@ class StateTopic:
         """Send ``value`` as the state of ``key`` now; returns its delivery future (await it before the
         input it reflects is committed)."""
         self._key_partition[key] = partition
-        return await self.topic.send(key=key, value=encode(value), partition=partition)
+        return await self.out.send(key, encode(value), partition=partition)
 
     def partition_of(self, key: bytes) -> int:
         """Where the key's input arrived, or, before any did, where the default partitioner puts it."""

@@ -37,7 +37,7 @@ from opentelemetry import trace
 from aimass import contracts, control, metrics, telemetry
 from aimass import routing as R
 from aimass.contracts import ContractError, Detections, Frame, ModelEvent, ModelRouting, ShadowResult
-from aimass.kafka import DeadLetterSender, make_app, raw_topic
+from aimass.kafka import DeadLetterSender, make_app, output_topic, raw_topic
 from aimass.model_store import ModelStore
 from aimass.settings import DetectorSettings
 from aimass.state import StateTopic
@@ -68,10 +68,10 @@ def build_app(settings: DetectorSettings) -> faust.App:
     default = load_spec(settings.model_dir)  # a bad model folder fails here, before the worker joins its group
     app = make_app(SERVICE, settings)
     frames_topic = raw_topic(app, settings, contracts.TOPIC_FRAMES)
-    out_topic = raw_topic(app, settings, contracts.TOPIC_DETECTIONS)
-    shadow_topic = raw_topic(app, settings, contracts.TOPIC_SHADOW)
-    events_topic = raw_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
-    dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
+    out_topic = output_topic(app, settings, contracts.TOPIC_DETECTIONS)
+    shadow_topic = output_topic(app, settings, contracts.TOPIC_SHADOW)
+    events_topic = output_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
+    dead = DeadLetterSender(output_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     sessions = session_layout(settings)[0]
     # Runs models, nothing else: one thread per session, so as many batches run at once.
     pool = ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="inference")
@@ -96,7 +96,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
             "model %s: %s%s", model, event, f": {detail}" if detail else "")
         msg = ModelEvent(at_ms=contracts.now_ms(), event=event, model=model, service=SERVICE, worker=worker_id,
                          revision=revision, detail=detail[:2000], value=value)
-        await events_topic.send(key=model.encode(), value=contracts.encode(msg))
+        await events_topic.send(model.encode(), contracts.encode(msg))
 
     async def switch(routing: ModelRouting, executor) -> bool:
         """Load what ``routing`` needs beside the serving models, then install it (between batches:
@@ -313,8 +313,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
                              captured_ms=frame.captured_ms, width=frame.width, height=frame.height,
                              jpeg_bytes=len(frame.jpeg), model_name=name, model_version=version, objects=objects,
                              batch_size=served.batch_size, stamps=stamps)
-            pending.append(await out_topic.send(key=frame.camera_id.encode(), value=contracts.encode(out),
-                                                headers=headers, force=True))
+            pending.append(await out_topic.send(frame.camera_id.encode(), contracts.encode(out), headers=headers))
         for run in result.shadows:
             for i, shadow_objects in zip(run.indexes, run.objects):
                 frame, served = frames[i], result.served[i]
@@ -324,8 +323,7 @@ def build_app(settings: DetectorSettings) -> faust.App:
                                    objects=served.objects or [], shadow_objects=shadow_objects, matched=matched,
                                    mean_iou=mean_iou, shadow_ms=run.seconds * 1000)
                 counters.shadow_frames += 1
-                pending.append(await shadow_topic.send(key=frame.camera_id.encode(), value=contracts.encode(msg),
-                                                       force=True))
+                pending.append(await shadow_topic.send(frame.camera_id.encode(), contracts.encode(msg)))
         # Delivered before the batch's input is acknowledged (``finish``), and before the trackers that
         # reflect them are stored.
         await asyncio.gather(*pending)

@@ -20,7 +20,7 @@ import faust
 
 from aimass import contracts
 from aimass.contracts import ContractError, ModelEvent
-from aimass.kafka import make_app, raw_topic
+from aimass.kafka import make_app, output_topic, raw_topic
 from aimass.settings import RegistrySettings
 from aimass_registry import api
 from aimass_registry.service import Registry, Unavailable
@@ -68,6 +68,7 @@ def build_app(settings: RegistrySettings) -> faust.App:
     token = api.resolve_token(settings)  # no token: refuse to start (RegistryConfigError), before joining anything
     app = make_app(SERVICE, settings)
     events_topic = raw_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
+    events_out = output_topic(app, settings, contracts.TOPIC_MODEL_EVENTS)
     registry = Registry(settings)
     listening = asyncio.Event()
     alerts = DriftAlerts(settings.drift_window_s)
@@ -115,7 +116,7 @@ def build_app(settings: RegistrySettings) -> faust.App:
         for row in due:
             event = drift_event(row, settings, worker_id)
             log.warning("model %s drifts: %s", event.model, event.detail)
-            await events_topic.send(key=event.model.encode(), value=contracts.encode(event))
+            await events_out.send(event.model.encode(), contracts.encode(event))
 
     app.aimass_ready = listening.is_set
     app.aimass_registry = registry

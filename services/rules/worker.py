@@ -21,7 +21,7 @@ import faust
 from aimass import contracts, metrics, telemetry
 from aimass.contracts import ContractError, Detections, SensorReading, Violation
 from aimass.batch_consumer import BatchConsumer, attach
-from aimass.kafka import DeadLetterSender, make_app, raw_topic
+from aimass.kafka import DeadLetterSender, make_app, output_topic
 from aimass.settings import RulesSettings
 from aimass.site import Site, SiteFileError, load_site, parse_site
 from aimass.state import StateTopic
@@ -47,8 +47,8 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     app = make_app(SERVICE, settings)
     site = site or load_site(settings.site_file)
     engine = RuleEngine(site)
-    out_topic = raw_topic(app, settings, contracts.TOPIC_VIOLATIONS)
-    dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
+    out_topic = output_topic(app, settings, contracts.TOPIC_VIOLATIONS)
+    dead = DeadLetterSender(output_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     control_topic = settings.topic(contracts.TOPIC_CONTROL_RULES)
     # Where each kind of source keeps its state: (state topic, input topic, partitions).
     states: dict[str, StateTopic] = {
@@ -78,8 +78,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                     headers = dict(telemetry.inject())
             else:
                 headers = dict(passed_on)
-            futs.append(await out_topic.send(key=v.site_id.encode(), value=contracts.encode(v), headers=headers,
-                                             force=True))
+            futs.append(await out_topic.send(v.site_id.encode(), contracts.encode(v), headers=headers))
             m_.violations.add(1, {"rule_type": v.rule_type, "event": v.event})
         counters.violations += len(violations)
         return futs
@@ -115,7 +114,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     # Full topic name -> what it carries and whose state it feeds; violations come back for correlation.
     sensors_topic = settings.topic(contracts.TOPIC_SENSORS)
     inputs = {settings.topic(contracts.TOPIC_DETECTIONS): (Detections, "camera"), sensors_topic: (SensorReading, "sensor")}
-    violations_topic = out_topic.get_topic_name()
+    violations_topic = out_topic.name
 
     async def evaluate(tp, records, cls, kind: str, pending: list, touched: dict) -> None:
         """Every message in order, its violations sent as it is evaluated."""

@@ -17,7 +17,7 @@ from aimass.contracts import (ContractError, DeadLetter, Detections, Heartbeat, 
                               Violation)
 from aimass.clickhouse.users import configured
 from aimass.batch_consumer import BatchConsumer, attach
-from aimass.kafka import DeadLetterSender, make_app, raw_topic
+from aimass.kafka import DeadLetterSender, make_app, output_topic
 from aimass.settings import SinkSettings
 from aimass_sink import rows as R
 from aimass_sink.writer import TableWriter
@@ -51,7 +51,7 @@ TRACED = {contracts.TOPIC_DETECTIONS, contracts.TOPIC_VIOLATIONS, contracts.TOPI
 
 def build_app(settings: SinkSettings) -> faust.App:
     app = make_app(SERVICE, settings)
-    dead = DeadLetterSender(raw_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
+    dead = DeadLetterSender(output_topic(app, settings, contracts.TOPIC_DEADLETTER), SERVICE)
     writers: dict[str, TableWriter] = {}
     tracer = telemetry.tracer("aimass.sink")
     user = configured(settings, "sink")  # the insert-only database user, when its password is set
