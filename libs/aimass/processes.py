@@ -38,10 +38,37 @@ def _zombie(pid: int) -> bool:
         return False
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time a process (all its threads) has used so far, user and system (Linux /proc)."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, tree: bool = False) -> float:
+    """CPU time a process (all its threads) has used so far, user and system (Linux /proc); with
+    ``tree``, its descendants' too (a server started through ``runuser`` runs as its child)."""
+    ticks = 0
+    for p in [pid, *(descendants(pid) if tree else ())]:
+        try:
+            fields = _stat(p)
+        except OSError:
+            if p == pid:
+                raise
+            continue  # a descendant that just exited
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``: its children, theirs, and so on (Linux /proc)."""
+    parent_of: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent_of[int(entry)] = int(_stat(int(entry))[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    out, frontier = [], [pid]
+    while frontier:
+        children = [c for c, parent in parent_of.items() if parent == frontier[-1]]
+        frontier.pop()
+        out += children
+        frontier += children
+    return out
 
 
 def _stat(pid: int) -> list[str]:

@@ -32,9 +32,17 @@ def test_quick_bench_measures_every_ratio_against_its_baseline():
     assert r["violation_events"] > 0  # the generated walkers cross the demo's zones and lines
     assert sum(r["two_workers_shares"]) == 40000 and min(r["two_workers_shares"]) > 0  # both had partitions
     assert r["two_workers_msgs_per_s"] > 0
+    # CPU a message: the worker decodes and evaluates what the raw consumer only reads; a core's worth of
+    # it is the most one process can do.
+    assert 0 < r["raw_cpu_us_per_msg"] < r["worker_cpu_us_per_msg"] < 1000
+    assert r["one_core_msgs_per_s"] == round(1e6 / r["worker_cpu_us_per_msg"])
+    assert r["one_core_ratio"] == pytest.approx(r["one_core_msgs_per_s"] / r["raw_msgs_per_s"], abs=0.002)
     assert s["rows"] == 20000 * 4 and s["ratio"] > 0  # 10 batches of 2000 messages: no steady rate to speak of
     assert s["two_workers_rows_per_s"] > 0 and s["two_workers_ratio"] > 0
     assert [p["ratio"] for p in s["pairs"]] == [s["ratio"]] == s["ratio_range"][:1]  # quick: one pair
+    # CPU a row of each client and of the server: the sink maps and decodes what raw inserts ready-made.
+    assert 0 < s["raw_cpu_us_per_row"] < s["sink_cpu_us_per_row"] < 1000
+    assert s["sink_server_cpu_us_per_row"] > 0 and s["raw_server_cpu_us_per_row"] > 0
     assert results["machine"]["cores"] >= 1
 
 

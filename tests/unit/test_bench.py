@@ -122,10 +122,13 @@ RESULTS = {
                  "around_model_cpu_share": 0.08},
     "rules": {"worker_msgs_per_s": 1000, "raw_msgs_per_s": 150000, "ratio": 0.007, "goal": 0.5,
               "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000, "two_workers_msgs_per_s": 1800,
-              "two_workers_ratio": 0.012, "two_over_one": 1.8},
+              "two_workers_ratio": 0.012, "two_over_one": 1.8, "worker_cpu_us_per_msg": 11.2, "raw_cpu_us_per_msg": 2.4,
+              "one_core_msgs_per_s": 89286, "one_core_ratio": 0.595},
     "sink": {"sink_rows_per_s": 90000, "raw_rows_per_s": 100000, "ratio": 0.9, "goal": 0.8, "ratio_range": [0.62, 1.1],
              "pairs": [{"ratio": 0.62}, {"ratio": 0.9}, {"ratio": 1.1}], "two_workers_rows_per_s": 70000,
-             "two_workers_ratio": 0.7, "two_over_one": 0.778, "two_workers_ratio_range": [0.6, 0.95]},
+             "two_workers_ratio": 0.7, "two_over_one": 0.778, "two_workers_ratio_range": [0.6, 0.95],
+             "sink_cpu_us_per_row": 3.9, "sink_server_cpu_us_per_row": 1.6, "raw_cpu_us_per_row": 1.1,
+             "raw_server_cpu_us_per_row": 1.5},
     "latency": {"cameras": 4, "fps_per_camera": 4.8, "capacity_fps": 38.0,
                 "stages_ms": {"decode": {"p50": 2.0, "p95": 3.0, "p99": 4.0}},
                 "capture_to_violation_ms": {"p50": 300.0, "p95": 500.0, "p99": 600.0, "n": 3},
@@ -192,6 +195,17 @@ def test_report_says_which_goals_are_met():
     assert "median of 3 pairs" in sink and "0.9 (0.62-1.1)" in sink
     two_sinks = lines["2 workers (one group)100000 (raw clickhouse-driver)"]
     assert "70000 (x0.778 of one)" in two_sinks and "0.7 (0.6-0.95)" in two_sinks and "not met" in two_sinks
+    # What each costs in CPU, beside the rates: no goal of their own, what bounds the ratios.
+    assert [c.strip() for c in lines["CPU a message (a core's worth)2.4 µs (raw aiokafka)"].split("│")[2:6]] == [
+        "11.2 µs (89286/s)", "2.4 µs (raw aiokafka)", "≤ 0.595", ""]
+    assert [c.strip() for c in lines["CPU a row: client + ClickHouse1.1 + 1.5 µs (raw clickhouse-driver)"].split("│")[2:6]] == [
+        "3.9 + 1.6 µs", "1.1 + 1.5 µs (raw clickhouse-driver)", "", ""]
+    # Results written before the CPU was measured print without those rows.
+    old = {**RESULTS, "rules": {k: v for k, v in RESULTS["rules"].items() if "cpu" not in k},
+           "sink": {k: v for k, v in RESULTS["sink"].items() if "cpu" not in k}}
+    console = Console(record=True, width=200)
+    report.print_tables(old, console)
+    assert "CPU a message" not in console.export_text() and "CPU a row" not in console.export_text()
 
 
 def test_report_shows_gpu_use_per_scaling_step_only_where_measured():

@@ -1,9 +1,12 @@
-"""aimass.processes: liveness of processes that are not ours."""
+"""aimass.processes: liveness of processes that are not ours, and the CPU of a process tree."""
 
 import subprocess
+import sys
 import time
 
-from aimass.processes import pid_alive
+from conftest import wait_until
+
+from aimass.processes import cpu_seconds, descendants, pid_alive
 
 
 def test_an_exited_process_that_is_not_our_child_is_not_alive_before_it_is_reaped():
@@ -21,3 +24,19 @@ def test_an_exited_process_that_is_not_our_child_is_not_alive_before_it_is_reape
         parent.kill()
         parent.wait()
     assert not pid_alive(parent.pid)
+
+
+def test_a_tree_s_cpu_counts_the_grandchild_that_does_the_work():
+    # What a server started through runuser looks like: a parent that only waits, its child burning CPU.
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    parent = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{burn}'; true"])
+    try:
+        wait_until(lambda: descendants(parent.pid), 10, "the parent's child to start")
+        child = descendants(parent.pid)[0]
+        wait_until(lambda: cpu_seconds(child) >= 0.25, 20, "the child to burn its CPU")
+        assert cpu_seconds(parent.pid) < 0.1  # the parent alone says nothing of it
+        assert cpu_seconds(parent.pid, tree=True) >= cpu_seconds(child) >= 0.25
+    finally:
+        for pid in [*descendants(parent.pid), parent.pid]:
+            subprocess.run(["kill", str(pid)], check=False)
+        parent.wait()

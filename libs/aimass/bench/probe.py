@@ -32,6 +32,18 @@ def counter(port: int, name: str) -> float:
     return total
 
 
+def first_reading(read: Callable[[], float], deadline_s: float = 30.0, interval_s: float = 0.01) -> float:
+    """``read``'s first answer: a worker that says it is ready may not serve its metrics yet."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            return read()
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(interval_s)
+
+
 @dataclass
 class Rate:
     """A counter's rate in its steady state: between the times it crossed ``lo`` and ``hi`` of its
@@ -111,19 +123,19 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> 
 
 class CpuUse:
     """A process's CPU use over a ``with`` block: ``seconds`` of CPU, and ``cores`` (CPU seconds per
-    second), after it."""
+    second), after it. With ``tree``, its descendants' as well."""
 
-    def __init__(self, pid: int):
-        self.pid = pid
+    def __init__(self, pid: int, tree: bool = False):
+        self.pid, self.tree = pid, tree
         self.cores = 0.0
         self.seconds = 0.0
 
     def __enter__(self) -> "CpuUse":
-        self._cpu, self._wall = cpu_seconds(self.pid), time.monotonic()
+        self._cpu, self._wall = cpu_seconds(self.pid, self.tree), time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.seconds = cpu_seconds(self.pid) - self._cpu
+        self.seconds = cpu_seconds(self.pid, self.tree) - self._cpu
         self.cores = self.seconds / max(time.monotonic() - self._wall, 1e-6)
 
 

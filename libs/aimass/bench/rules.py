@@ -1,6 +1,11 @@
 """Rules throughput: detection messages/s through a rules worker (every rule of the site evaluated,
 tracks and incidents kept, state stored, violations produced), divided by a raw aiokafka consumer
-reading the same messages without decoding them. Both drain the same backlog in the same run."""
+reading the same messages without decoding them. Both drain the same backlog in the same run.
+
+Beside the rates, the CPU each spends a message (the worker's process from /proc, the raw consumer's
+own process time). The worker evaluates on one thread, so a core's worth of its CPU a message is the
+most it can do: over the raw rate, the highest ratio one worker process could reach on any host as fast
+as this one (the raw consumer mostly waits for the broker; its CPU is shown for scale)."""
 
 from __future__ import annotations
 
@@ -24,10 +29,16 @@ class RulesOptions:
     objects: int = 3
 
 
-async def raw_consume(settings: Settings, topic: str, expected: int, deadline_s: float = 120.0) -> probe.Rate:
+@dataclass
+class RawRead:
+    rate: probe.Rate
+    cpu_s: float  # the consumer's CPU over the whole read (this process's)
+
+
+async def raw_consume(settings: Settings, topic: str, expected: int, deadline_s: float = 120.0) -> RawRead:
     """A plain aiokafka consumer reading ``expected`` messages of ``topic`` from the start: its rate
     between 10 % and 90 % of them, the window the workers' rates are read in (the first fetch's round
-    trip left out, as the workers' start is)."""
+    trip left out, as the workers' start is), and its CPU over the whole read."""
     consumer = reader(settings, auto_offset_reset="earliest",
                       max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes)
     await consumer.start()
@@ -38,13 +49,15 @@ async def raw_consume(settings: Settings, topic: str, expected: int, deadline_s:
         await consumer.seek_to_beginning(*tps)
         got, end = 0, time.monotonic() + deadline_s
         samples = [(time.monotonic(), 0)]
+        cpu = time.process_time()
         while got < expected and time.monotonic() < end:
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             got += sum(len(v) for v in batches.values())
             samples.append((time.monotonic(), got))
+        cpu = time.process_time() - cpu
         if got < expected:
             raise RuntimeError(f"the raw consumer read {got} of {expected} messages of {name}")
-        return probe.rate_between(samples, expected)
+        return RawRead(probe.rate_between(samples, expected), cpu)
     finally:
         await consumer.stop()
 
@@ -59,8 +72,13 @@ def run(fleet: Fleet, opts: RulesOptions) -> dict:
     n = len(messages)
     raw_before = asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
     w = ns.start("rules")
-    rate = probe.steady_rate(lambda: probe.counter(w.metrics_port, "aimass_rule_evaluations"), n, 300, interval_s=0.1,
-                             alive=w.alive)
+
+    def evaluated() -> float:
+        return probe.counter(w.metrics_port, "aimass_rule_evaluations")
+
+    with probe.CpuUse(w.proc.pid) as cpu:
+        before = probe.first_reading(evaluated)  # it may have begun before it said it was ready: its CPU is of the rest
+        rate = probe.steady_rate(evaluated, n, 300, interval_s=0.1, alive=w.alive)
     violations = probe.counter(w.metrics_port, "aimass_violation_events")
     rss = probe.rss_mb(w.proc.pid)
     ns.stop()
@@ -72,12 +90,16 @@ def run(fleet: Fleet, opts: RulesOptions) -> dict:
                / max(probe.counter(noop.metrics_port, "aimass_bench_noop_timed_seconds"), 1e-6))
     ns.stop()
     raw_after = asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
-    raw_rate = (raw_before.per_s + raw_after.per_s) / 2
+    raw_rate = (raw_before.rate.per_s + raw_after.rate.per_s) / 2
+    raw_us = round((raw_before.cpu_s + raw_after.cpu_s) / 2 / n * 1e6, 2)
+    worker_us = round(cpu.seconds / max(n - before, 1) * 1e6, 2)  # as reported: the bound below is of it
     two, shares = two_workers(fleet, site.model_copy(update={"cameras": cams}), messages)
     return {"messages": n, "objects_per_message": opts.objects, "rules": len(site.rules),
             "violation_events": int(violations), "worker_msgs_per_s": round(rate.per_s),
             "raw_msgs_per_s": round(raw_rate), "ratio": round(rate.per_s / raw_rate, 3),
             "noop_msgs_per_s": round(ceiling), "ratio_to_noop": round(rate.per_s / ceiling, 3),
+            "worker_cpu_us_per_msg": worker_us, "raw_cpu_us_per_msg": raw_us,
+            "one_core_msgs_per_s": round(1e6 / worker_us), "one_core_ratio": round(1e6 / worker_us / raw_rate, 3),
             "worker_rss_mb": round(rss, 1), "goal": 0.5, "goal_msgs_per_s": 20000,
             "two_workers_msgs_per_s": round(two.per_s), "two_workers_ratio": round(two.per_s / raw_rate, 3),
             "two_over_one": round(two.per_s / rate.per_s, 3), "two_workers_shares": shares}

@@ -4,7 +4,9 @@ inserts of the same rows, built beforehand, in batches of the sink's size. Both 
 alternating pairs: the server's speed moves within seconds on a shared host (three runs of one pair
 minutes apart: 0.53, 0.69, 1.19), so the median pair is reported, with the range. Each pair also drains
 with two sink processes of one group (``sink_processes``): how far the sink scales by processes against
-the same raw inserts."""
+the same raw inserts. Beside the rates, the CPU a row of the client (the sink's process, or the raw
+inserts' own process time) and of the ClickHouse server over the same spans: on a host where both share
+the cores, the two together say what bounds the ratio."""
 
 from __future__ import annotations
 
@@ -30,9 +32,17 @@ class SinkOptions:
     pairs: int = 3  # sink drains, each between two raw inserts; the median pair's ratio is reported
 
 
-def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: int) -> tuple[int, float]:
-    """(rows, seconds) for clickhouse-driver to insert the sink's rows of ``messages`` in batches of
-    ``batch_messages`` messages, table by table as the sink does; rows built before the clock starts."""
+@dataclass
+class RawInsert:
+    rows: int
+    seconds: float
+    cpu_s: float  # the client's (this process's)
+    server_cpu_s: float  # the ClickHouse server's, over the same span
+
+
+def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: int, server_pid: int) -> RawInsert:
+    """clickhouse-driver inserting the sink's rows of ``messages`` in batches of ``batch_messages``
+    messages, table by table as the sink does; rows built before the clock starts."""
     from aimass_sink import rows as R
 
     decoded = [contracts.decode(v, Detections) for _, v in messages]
@@ -43,14 +53,15 @@ def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: in
                         ("detections", [r for d in part for r in R.detection_rows(d)])))
     client = connect(url)
     try:
-        t = time.perf_counter()
-        for tables in batches:
-            for table, rows in tables:
-                insert(client, table, COLUMNS[table], rows)
-        seconds = time.perf_counter() - t
+        with probe.CpuUse(server_pid, tree=True) as server:  # the server may run below runuser
+            t, cpu = time.perf_counter(), time.process_time()
+            for tables in batches:
+                for table, rows in tables:
+                    insert(client, table, COLUMNS[table], rows)
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     finally:
         client.disconnect()
-    return sum(len(rows) for tables in batches for _, rows in tables), seconds
+    return RawInsert(sum(len(rows) for tables in batches for _, rows in tables), seconds, cpu, server.seconds)
 
 
 def run(fleet: Fleet, opts: SinkOptions) -> dict:
@@ -64,17 +75,26 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
     for one, _ in spaces:
         asyncio.run(workload.produce(one.settings(), contracts.TOPIC_DETECTIONS, messages))
 
-    def raw() -> tuple[int, float]:
-        # Tables of its own each time: replacing merges see only its rows, and no earlier run's parts.
-        return raw_insert(fleet.namespace("sink_raw").clickhouse_url, messages, settings.batch_rows)
+    server_pid = fleet.info.clickhouse_pid
 
-    rows, raw_s = raw()
+    def raw() -> RawInsert:
+        # Tables of its own each time: replacing merges see only its rows, and no earlier run's parts.
+        return raw_insert(fleet.namespace("sink_raw").clickhouse_url, messages, settings.batch_rows, server_pid)
+
+    last = raw()
+    rows = last.rows
     pairs, rss = [], 0.0
     for one, two in spaces:
         w = one.start("sink")
-        # Sampled often: the counter moves a whole batch (batch_rows messages, 4 rows each) at a time.
-        rate = probe.steady_rate(lambda: probe.counter(w.metrics_port, "aimass_sink_rows"), rows, 300,
-                                 interval_s=0.05, alive=w.alive)
+
+        def written() -> float:
+            return probe.counter(w.metrics_port, "aimass_sink_rows")
+
+        with probe.CpuUse(w.proc.pid) as cpu, probe.CpuUse(server_pid, tree=True) as server:
+            before = probe.first_reading(written)  # it may have begun before it said it was ready: the CPU is of the rest
+            # Sampled often: the counter moves a whole batch (batch_rows messages, 4 rows each) at a time.
+            rate = probe.steady_rate(written, rows, 300, interval_s=0.05, alive=w.alive)
+        measured = max(rows - before, 1)
         rss = max(rss, probe.rss_mb(w.proc.pid))
         one.stop()
         workers = two.start_together("sink", 2)  # on empty topics: both are in the group before the backlog
@@ -83,12 +103,16 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
         both, _ = probe.combined_rate([lambda w=w: probe.counter(w.metrics_port, "aimass_sink_rows") for w in workers],
                                       rows, 300, interval_s=0.05, alive=lambda: all(w.alive() for w in workers))
         two.stop()
-        _, raw_after = raw()
-        raw_rate = rows / ((raw_s + raw_after) / 2)  # the raw inserts either side of these drains
-        raw_s = raw_after
+        after = raw()
+        raw_rate = rows / ((last.seconds + after.seconds) / 2)  # the raw inserts either side of these drains
         pairs.append({"sink_rows_per_s": round(rate.per_s), "raw_rows_per_s": round(raw_rate),
                       "ratio": round(rate.per_s / raw_rate, 3), "two_workers_rows_per_s": round(both.per_s),
-                      "two_workers_ratio": round(both.per_s / raw_rate, 3)})
+                      "two_workers_ratio": round(both.per_s / raw_rate, 3),
+                      "sink_cpu_us_per_row": round(cpu.seconds / measured * 1e6, 2),
+                      "sink_server_cpu_us_per_row": round(server.seconds / measured * 1e6, 2),
+                      "raw_cpu_us_per_row": round((last.cpu_s + after.cpu_s) / 2 / rows * 1e6, 2),
+                      "raw_server_cpu_us_per_row": round((last.server_cpu_s + after.server_cpu_s) / 2 / rows * 1e6, 2)})
+        last = after
     median, ratio_range = _median_pair(pairs, "ratio")
     two_median, two_range = _median_pair(pairs, "two_workers_ratio")
     return {"messages": len(messages), "rows": rows, "batch_messages": settings.batch_rows,
