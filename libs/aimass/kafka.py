@@ -16,8 +16,8 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from faust.exceptions import ProducerSendError
 from aiokafka.partitioner import murmur2
+from faust.exceptions import ProducerSendError
 
 from aimass import contracts, metrics
 from aimass.contracts import ContractError, DeadLetter

@@ -64,8 +64,8 @@ def descendants(pid: int) -> list[int]:
                 continue  # gone meanwhile
     out, frontier = [], [pid]
     while frontier:
-        children = [c for c, parent in parent_of.items() if parent == frontier[-1]]
-        frontier.pop()
+        parent = frontier.pop()
+        children = [c for c, p in parent_of.items() if p == parent]
         out += children
         frontier += children
     return out

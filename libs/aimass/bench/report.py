@@ -44,7 +44,8 @@ def tables(results: dict) -> list[Table]:
                   f"{round(r['noop_msgs_per_s'] / r['raw_msgs_per_s'], 3)}", "", "")
         if "worker_cpu_us_per_msg" in r:  # results from before it was measured have none
             # A core's worth of the worker's CPU a message: the most one process can do, against raw.
-            t.add_row("  CPU a message (a core's worth)", f"{r['worker_cpu_us_per_msg']} µs ({r['one_core_msgs_per_s']}/s)",
+            t.add_row("  CPU a message (a core's worth)",
+                      f"{r['worker_cpu_us_per_msg']} µs ({r['one_core_msgs_per_s']}/s)",
                       f"{r['raw_cpu_us_per_msg']} µs (raw aiokafka)", f"≤ {r['one_core_ratio']}", "", "")
     if s := results.get("sink"):
         pairs = len(s.get("pairs", ())) > 1
@@ -56,8 +57,10 @@ def tables(results: dict) -> list[Table]:
                   f"{s['raw_rows_per_s']} (raw clickhouse-driver)", ratio("ratio"), f"≥ {s['goal']}",
                   _ok(s["ratio"], s["goal"]))
         if "sink_cpu_us_per_row" in s:  # the median pair's; the server's shares the cores with the client
-            t.add_row("  CPU a row: client + ClickHouse", f"{s['sink_cpu_us_per_row']} + {s['sink_server_cpu_us_per_row']} µs",
-                      f"{s['raw_cpu_us_per_row']} + {s['raw_server_cpu_us_per_row']} µs (raw clickhouse-driver)", "", "", "")
+            t.add_row("  CPU a row: client + ClickHouse",
+                      f"{s['sink_cpu_us_per_row']} + {s['sink_server_cpu_us_per_row']} µs",
+                      f"{s['raw_cpu_us_per_row']} + {s['raw_server_cpu_us_per_row']} µs (raw clickhouse-driver)",
+                      "", "", "")
         if "two_workers_rows_per_s" in s:
             t.add_row("  2 workers (one group)", f"{s['two_workers_rows_per_s']} (x{s['two_over_one']} of one)",
                       f"{s['raw_rows_per_s']} (raw clickhouse-driver)", ratio("two_workers_ratio"), f"≥ {s['goal']}",

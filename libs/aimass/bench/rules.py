@@ -77,7 +77,8 @@ def run(fleet: Fleet, opts: RulesOptions) -> dict:
         return probe.counter(w.metrics_port, "aimass_rule_evaluations")
 
     with probe.CpuUse(w.proc.pid) as cpu:
-        before = probe.first_reading(evaluated)  # it may have begun before it said it was ready: its CPU is of the rest
+        # It may have begun before it said it was ready: the CPU is of the messages after this reading.
+        before = probe.first_reading(evaluated)
         rate = probe.steady_rate(evaluated, n, 300, interval_s=0.1, alive=w.alive)
     violations = probe.counter(w.metrics_port, "aimass_violation_events")
     rss = probe.rss_mb(w.proc.pid)

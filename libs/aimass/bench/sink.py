@@ -91,7 +91,8 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
             return probe.counter(w.metrics_port, "aimass_sink_rows")
 
         with probe.CpuUse(w.proc.pid) as cpu, probe.CpuUse(server_pid, tree=True) as server:
-            before = probe.first_reading(written)  # it may have begun before it said it was ready: the CPU is of the rest
+            # It may have begun before it said it was ready: the CPU is of the rows after this reading.
+            before = probe.first_reading(written)
             # Sampled often: the counter moves a whole batch (batch_rows messages, 4 rows each) at a time.
             rate = probe.steady_rate(written, rows, 300, interval_s=0.05, alive=w.alive)
         measured = max(rows - before, 1)
