@@ -38,23 +38,18 @@ def _zombie(pid: int) -> bool:
         return False
 
 
-def cpu_seconds(pid: int, tree: bool = False) -> float:
-    """CPU time a process (all its threads) has used so far, user and system (Linux /proc); with
-    ``tree``, its descendants' too (a server started through ``runuser`` runs as its child)."""
+def cpu_seconds(*pids: int) -> float:
+    """CPU time the processes (all their threads) have used so far, user and system (Linux /proc)."""
     ticks = 0
-    for p in [pid, *(descendants(pid) if tree else ())]:
-        try:
-            fields = _stat(p)
-        except OSError:
-            if p == pid:
-                raise
-            continue  # a descendant that just exited
+    for pid in pids:
+        fields = _stat(pid)
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:
-    """The processes below ``pid``: its children, theirs, and so on (Linux /proc)."""
+    """The processes below ``pid``: its children, theirs, and so on (Linux /proc); e.g. a server started
+    through ``runuser``, which runs it as its child."""
     parent_of: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():

@@ -166,6 +166,26 @@ def test_cpu_use_counts_the_process_s_cpu_over_the_block():
     assert 0.2 - 2 * tick - 1e-9 <= use.seconds < 1.0
 
 
+def test_cpu_a_unit_is_read_over_the_counter_s_steady_window(monkeypatch):
+    # A worker's CPU read beside its counter: 2 s of start-up CPU before its first unit, then 1 ms a unit.
+    readings = iter([(0, 2.0), (0, 2.0), (150, 2.15), (500, 2.5), (950, 2.95), (1000, 3.0), (1000, 3.2)])
+    current = {}
+
+    def counter() -> float:
+        current["count"], current["cpu"] = next(readings)
+        return current["count"]
+
+    monkeypatch.setattr(probe, "cpu_seconds", lambda *pids: current["cpu"])
+    cpu = probe.CpuSamples([123])
+    read = cpu.reading(counter)
+    while read() < 1000:
+        pass
+    assert cpu.per_unit(1000) == pytest.approx(0.001)  # from the reading past 100 to the one past 900
+    # Where the window holds no two readings apart, the first and the last.
+    few = probe.CpuSamples([123], samples=[(0, 1.0), (1000, 2.0)])
+    assert few.per_unit(1000) == pytest.approx(0.001)
+
+
 def _says(text: str, phrase: str) -> bool:
     """Whether a printed table holds ``phrase``, wherever rich wrapped its title or caption."""
     return re.search(r"\s+".join(map(re.escape, phrase.split())), text) is not None

@@ -32,18 +32,6 @@ def counter(port: int, name: str) -> float:
     return total
 
 
-def first_reading(read: Callable[[], float], deadline_s: float = 30.0, interval_s: float = 0.01) -> float:
-    """``read``'s first answer: a worker that says it is ready may not serve its metrics yet."""
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            return read()
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(interval_s)
-
-
 @dataclass
 class Rate:
     """A counter's rate in its steady state: between the times it crossed ``lo`` and ``hi`` of its
@@ -121,21 +109,47 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> 
     return {f"p{q:g}": round(float(np.percentile(arr, q)), 1) for q in qs}
 
 
-class CpuUse:
-    """A process's CPU use over a ``with`` block: ``seconds`` of CPU, and ``cores`` (CPU seconds per
-    second), after it. With ``tree``, its descendants' as well."""
+@dataclass
+class CpuSamples:
+    """The CPU seconds of ``pids`` read beside a counter each time it is read (``reading`` wraps the
+    counter's read), so that the CPU a unit is taken over the window the counter's steady rate is:
+    a worker's last start-up work after it says it is ready, and the stragglers, left out."""
 
-    def __init__(self, pid: int, tree: bool = False):
-        self.pid, self.tree = pid, tree
+    pids: list[int]
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (count, CPU seconds)
+
+    def reading(self, read: Callable[[], float]) -> Callable[[], float]:
+        def both() -> float:
+            count = read()
+            self.samples.append((count, cpu_seconds(*self.pids)))
+            return count
+        return both
+
+    def per_unit(self, target: float, lo: float = 0.1, hi: float = 0.9) -> float:
+        """CPU seconds a unit between the first reading at or past ``lo`` of ``target`` and the first at
+        or past ``hi`` of it (the first and last readings where those are the same)."""
+        first = next((s for s in self.samples if s[0] >= lo * target), self.samples[0])
+        last = next((s for s in self.samples if s[0] >= hi * target), self.samples[-1])
+        if last[0] <= first[0]:
+            first, last = self.samples[0], self.samples[-1]
+        return (last[1] - first[1]) / max(last[0] - first[0], 1.0)
+
+
+class CpuUse:
+    """Processes' CPU use over a ``with`` block: ``seconds`` of CPU, and ``cores`` (CPU seconds per
+    second), after it."""
+
+    def __init__(self, *pids: int):
+        self.pids = pids
         self.cores = 0.0
         self.seconds = 0.0
 
     def __enter__(self) -> "CpuUse":
-        self._cpu, self._wall = cpu_seconds(self.pid, self.tree), time.monotonic()
+        self._cpu, self._wall = cpu_seconds(*self.pids), time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.seconds = cpu_seconds(self.pid, self.tree) - self._cpu
+        self.seconds = cpu_seconds(*self.pids) - self._cpu
         self.cores = self.seconds / max(time.monotonic() - self._wall, 1e-6)
 
 

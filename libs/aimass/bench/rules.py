@@ -2,10 +2,11 @@
 tracks and incidents kept, state stored, violations produced), divided by a raw aiokafka consumer
 reading the same messages without decoding them. Both drain the same backlog in the same run.
 
-Beside the rates, the CPU each spends a message (the worker's process from /proc, the raw consumer's
-own process time). The worker evaluates on one thread, so a core's worth of its CPU a message is the
-most it can do: over the raw rate, the highest ratio one worker process could reach on any host as fast
-as this one (the raw consumer mostly waits for the broker; its CPU is shown for scale)."""
+Beside the rates, the CPU each spends a message (the worker's process from /proc over the window its
+rate is read in, the raw consumer's own process time over its read). The worker evaluates on one
+thread, so a core's worth of its CPU a message is the most it can do: over the raw rate, the highest
+ratio one worker process could reach on any host as fast as this one (the raw consumer mostly waits
+for the broker; its CPU is shown for scale)."""
 
 from __future__ import annotations
 
@@ -72,14 +73,9 @@ def run(fleet: Fleet, opts: RulesOptions) -> dict:
     n = len(messages)
     raw_before = asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
     w = ns.start("rules")
-
-    def evaluated() -> float:
-        return probe.counter(w.metrics_port, "aimass_rule_evaluations")
-
-    with probe.CpuUse(w.proc.pid) as cpu:
-        # It may have begun before it said it was ready: the CPU is of the messages after this reading.
-        before = probe.first_reading(evaluated)
-        rate = probe.steady_rate(evaluated, n, 300, interval_s=0.1, alive=w.alive)
+    cpu = probe.CpuSamples([w.proc.pid])
+    rate = probe.steady_rate(cpu.reading(lambda: probe.counter(w.metrics_port, "aimass_rule_evaluations")), n, 300,
+                             interval_s=0.1, alive=w.alive)
     violations = probe.counter(w.metrics_port, "aimass_violation_events")
     rss = probe.rss_mb(w.proc.pid)
     ns.stop()
@@ -93,7 +89,7 @@ def run(fleet: Fleet, opts: RulesOptions) -> dict:
     raw_after = asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
     raw_rate = (raw_before.rate.per_s + raw_after.rate.per_s) / 2
     raw_us = round((raw_before.cpu_s + raw_after.cpu_s) / 2 / n * 1e6, 2)
-    worker_us = round(cpu.seconds / max(n - before, 1) * 1e6, 2)  # as reported: the bound below is of it
+    worker_us = round(cpu.per_unit(n) * 1e6, 2)  # as reported: the bound below is of it
     two, shares = two_workers(fleet, site.model_copy(update={"cameras": cams}), messages)
     return {"messages": n, "objects_per_message": opts.objects, "rules": len(site.rules),
             "violation_events": int(violations), "worker_msgs_per_s": round(rate.per_s),

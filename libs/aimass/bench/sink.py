@@ -4,9 +4,9 @@ inserts of the same rows, built beforehand, in batches of the sink's size. Both 
 alternating pairs: the server's speed moves within seconds on a shared host (three runs of one pair
 minutes apart: 0.53, 0.69, 1.19), so the median pair is reported, with the range. Each pair also drains
 with two sink processes of one group (``sink_processes``): how far the sink scales by processes against
-the same raw inserts. Beside the rates, the CPU a row of the client (the sink's process, or the raw
-inserts' own process time) and of the ClickHouse server over the same spans: on a host where both share
-the cores, the two together say what bounds the ratio."""
+the same raw inserts. Beside the rates, the CPU a row of the client (the sink's process over the window
+its rate is read in, or the raw inserts' own process time) and of the ClickHouse server over the same
+spans: on a host where both share the cores, the two together say what bounds the ratio."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from aimass.bench.fleet import Fleet
 from aimass.clickhouse.client import connect, insert
 from aimass.clickhouse.schema import COLUMNS
 from aimass.contracts import Detections
+from aimass.processes import descendants
 from aimass.settings import SinkSettings
 
 
@@ -40,9 +41,10 @@ class RawInsert:
     server_cpu_s: float  # the ClickHouse server's, over the same span
 
 
-def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: int, server_pid: int) -> RawInsert:
+def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: int, server_pids: list[int]) -> RawInsert:
     """clickhouse-driver inserting the sink's rows of ``messages`` in batches of ``batch_messages``
-    messages, table by table as the sink does; rows built before the clock starts."""
+    messages, table by table as the sink does; rows built before the clock starts. ``server_pids``: the
+    ClickHouse server's processes, whose CPU is read over the inserts."""
     from aimass_sink import rows as R
 
     decoded = [contracts.decode(v, Detections) for _, v in messages]
@@ -53,7 +55,7 @@ def raw_insert(url: str, messages: list[tuple[bytes, bytes]], batch_messages: in
                         ("detections", [r for d in part for r in R.detection_rows(d)])))
     client = connect(url)
     try:
-        with probe.CpuUse(server_pid, tree=True) as server:  # the server may run below runuser
+        with probe.CpuUse(*server_pids) as server:
             t, cpu = time.perf_counter(), time.process_time()
             for tables in batches:
                 for table, rows in tables:
@@ -75,27 +77,21 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
     for one, _ in spaces:
         asyncio.run(workload.produce(one.settings(), contracts.TOPIC_DETECTIONS, messages))
 
-    server_pid = fleet.info.clickhouse_pid
+    server_pids = [fleet.info.clickhouse_pid, *descendants(fleet.info.clickhouse_pid)]  # it may run below runuser
 
     def raw() -> RawInsert:
         # Tables of its own each time: replacing merges see only its rows, and no earlier run's parts.
-        return raw_insert(fleet.namespace("sink_raw").clickhouse_url, messages, settings.batch_rows, server_pid)
+        return raw_insert(fleet.namespace("sink_raw").clickhouse_url, messages, settings.batch_rows, server_pids)
 
     last = raw()
     rows = last.rows
     pairs, rss = [], 0.0
     for one, two in spaces:
         w = one.start("sink")
-
-        def written() -> float:
-            return probe.counter(w.metrics_port, "aimass_sink_rows")
-
-        with probe.CpuUse(w.proc.pid) as cpu, probe.CpuUse(server_pid, tree=True) as server:
-            # It may have begun before it said it was ready: the CPU is of the rows after this reading.
-            before = probe.first_reading(written)
-            # Sampled often: the counter moves a whole batch (batch_rows messages, 4 rows each) at a time.
-            rate = probe.steady_rate(written, rows, 300, interval_s=0.05, alive=w.alive)
-        measured = max(rows - before, 1)
+        cpu, server = probe.CpuSamples([w.proc.pid]), probe.CpuSamples(server_pids)
+        # Sampled often: the counter moves a whole batch (batch_rows messages, 4 rows each) at a time.
+        written = server.reading(cpu.reading(lambda: probe.counter(w.metrics_port, "aimass_sink_rows")))
+        rate = probe.steady_rate(written, rows, 300, interval_s=0.05, alive=w.alive)
         rss = max(rss, probe.rss_mb(w.proc.pid))
         one.stop()
         workers = two.start_together("sink", 2)  # on empty topics: both are in the group before the backlog
@@ -109,8 +105,8 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
         pairs.append({"sink_rows_per_s": round(rate.per_s), "raw_rows_per_s": round(raw_rate),
                       "ratio": round(rate.per_s / raw_rate, 3), "two_workers_rows_per_s": round(both.per_s),
                       "two_workers_ratio": round(both.per_s / raw_rate, 3),
-                      "sink_cpu_us_per_row": round(cpu.seconds / measured * 1e6, 2),
-                      "sink_server_cpu_us_per_row": round(server.seconds / measured * 1e6, 2),
+                      "sink_cpu_us_per_row": round(cpu.per_unit(rows) * 1e6, 2),
+                      "sink_server_cpu_us_per_row": round(server.per_unit(rows) * 1e6, 2),
                       "raw_cpu_us_per_row": round((last.cpu_s + after.cpu_s) / 2 / rows * 1e6, 2),
                       "raw_server_cpu_us_per_row": round((last.server_cpu_s + after.server_cpu_s) / 2 / rows * 1e6, 2)})
         last = after
