@@ -3,6 +3,7 @@
 #
 #   bench/gpu.sh [onnxruntime_gpu-1.31.1-....whl]
 #   BENCH_ARGS="--sessions 2 --max-batch 8" bench/gpu.sh     # more `aimass bench` options
+#   AIMASS_PY=python3 bench/gpu.sh       # a Python that already has aimass and onnxruntime-gpu (no .venv)
 #
 # Makes the virtualenv (make install), swaps its CPU onnxruntime for onnxruntime-gpu (from the wheel
 # given, else from the package index), checks that ONNX Runtime really runs on the GPU, then runs the
@@ -16,7 +17,9 @@ OUT="${OUT:-bench/results/gpu}"
 WHEEL="${1:-}"
 
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+# AIMASS_PY: an interpreter whose packages you installed yourself (a host without the package index):
+# steps 2 and 3 are skipped and it runs everything.
+PY="${AIMASS_PY:-.venv/bin/python}"
 
 die() { echo "bench/gpu.sh: $*" >&2; exit 1; }
 
@@ -28,19 +31,21 @@ nvidia-smi -L >/dev/null 2>&1 \
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 # --- the virtualenv, with onnxruntime-gpu instead of onnxruntime
-[ -z "$WHEEL" ] || [ -f "$WHEEL" ] || die "wheel $WHEEL does not exist; give the path of an onnxruntime_gpu .whl, or no argument to install from the package index."
-command -v make >/dev/null || die "make not found: install it (apt-get install make); 'make install' creates .venv."
-# Python 3.11 where there is one (the version the lock was tested with); PYTHON=... overrides.
-PYTHON="${PYTHON:-$(command -v python3.11 || echo python3)}"
-make install PYTHON="$PYTHON"
-gpu_installed() { "$PY" -m pip show onnxruntime-gpu 2>/dev/null | grep -qx "Version: $ORT_GPU_VERSION"; }
-cpu_installed() { "$PY" -m pip show onnxruntime >/dev/null 2>&1; }
-if [ -n "$WHEEL" ] || cpu_installed || ! gpu_installed; then
-  # Both packages install the same 'onnxruntime' module: remove both, so neither leaves files in the
-  # other's place (make install puts the CPU one back whenever requirements.lock changes).
-  "$PY" -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu
-  # The lock keeps onnxruntime-gpu's dependencies (numpy, protobuf, ...) at the tested versions.
-  "$PY" -m pip install --quiet -c requirements.lock "${WHEEL:-onnxruntime-gpu==$ORT_GPU_VERSION}"
+if [ -z "${AIMASS_PY:-}" ]; then
+  [ -z "$WHEEL" ] || [ -f "$WHEEL" ] || die "wheel $WHEEL does not exist; give the path of an onnxruntime_gpu .whl, or no argument to install from the package index."
+  command -v make >/dev/null || die "make not found: install it (apt-get install make); 'make install' creates .venv."
+  # Python 3.11 where there is one (the version the lock was tested with); PYTHON=... overrides.
+  PYTHON="${PYTHON:-$(command -v python3.11 || echo python3)}"
+  make install PYTHON="$PYTHON"
+  gpu_installed() { "$PY" -m pip show onnxruntime-gpu 2>/dev/null | grep -qx "Version: $ORT_GPU_VERSION"; }
+  cpu_installed() { "$PY" -m pip show onnxruntime >/dev/null 2>&1; }
+  if [ -n "$WHEEL" ] || cpu_installed || ! gpu_installed; then
+    # Both packages install the same 'onnxruntime' module: remove both, so neither leaves files in the
+    # other's place (make install puts the CPU one back whenever requirements.lock changes).
+    "$PY" -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu
+    # The lock keeps onnxruntime-gpu's dependencies (numpy, protobuf, ...) at the tested versions.
+    "$PY" -m pip install --quiet -c requirements.lock "${WHEEL:-onnxruntime-gpu==$ORT_GPU_VERSION}"
+  fi
 fi
 
 # --- ONNX Runtime on the GPU: the provider is compiled in, and a session really gets it
@@ -72,5 +77,5 @@ EOF
 # --- the bench
 mkdir -p "$OUT"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-.venv/bin/aimass bench --providers "$PROVIDERS" --only detector,scaling --out "$OUT" ${BENCH_ARGS:-}
+"$PY" -m aimass.cli bench --providers "$PROVIDERS" --only detector,scaling --out "$OUT" ${BENCH_ARGS:-}
 echo "results: $OUT/bench.json and $OUT/bench.png (docs/gpu.md says how to read them)"

@@ -109,27 +109,31 @@ def read_state(state_dir: Path) -> StackInfo | None:
     return StackInfo(**json.loads(f.read_text()))
 
 
-def up(state_dir: Path, *, migrate: bool = True, topics: bool = True) -> StackInfo:
+def up(state_dir: Path, *, migrate: bool = True, topics: bool = True, clickhouse: bool = True) -> StackInfo:
     """Start the broker and ClickHouse, create topics and apply migrations. Idempotent: a running
-    stack recorded in the state dir is returned as it is."""
+    stack recorded in the state dir is returned as it is. ``clickhouse=False`` starts the broker
+    alone (the detector's bench on a GPU host, which has no ClickHouse and needs none): the info's
+    ClickHouse pid is then 0 and its URL empty."""
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
-    if current and pid_alive(current.broker_pid) and pid_alive(current.clickhouse_pid):
+    if (current and pid_alive(current.broker_pid) and bool(current.clickhouse_pid) == clickhouse
+            and (not clickhouse or pid_alive(current.clickhouse_pid))):
         return current
     if current:
         down(state_dir)
     broker_pid, port = start_broker(state_dir)
     try:
-        ch = ch_server.start_server(state_dir / "clickhouse")
+        ch = ch_server.start_server(state_dir / "clickhouse") if clickhouse else None
     except Exception:
         stop_pid(broker_pid)
         raise
     info = StackInfo(state_dir=str(state_dir), broker_pid=broker_pid, kafka_bootstrap=f"127.0.0.1:{port}",
-                     clickhouse_pid=ch.pid, clickhouse_url=ch.url, clickhouse_http_port=ch.http_port)
+                     clickhouse_pid=ch.pid if ch else 0, clickhouse_url=ch.url if ch else "",
+                     clickhouse_http_port=ch.http_port if ch else 0)
     (state_dir / STATE_FILE).write_text(json.dumps(asdict(info), indent=2))
     try:
-        prepare(info.settings(), topics=topics, migrate=migrate)
+        prepare(info.settings(), topics=topics, migrate=migrate and clickhouse)
     except Exception:
         down(state_dir)
         raise
@@ -164,7 +168,8 @@ def down(state_dir: Path) -> bool:
     if info is None:
         return False
     stop_pid(info.broker_pid)
-    stop_pid(info.clickhouse_pid)
+    if info.clickhouse_pid:  # 0: started without one (stop_pid(0) would signal our own group)
+        stop_pid(info.clickhouse_pid)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return True
 

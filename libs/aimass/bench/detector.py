@@ -32,6 +32,9 @@ class DetectorOptions:
     sessions: int = 0
     max_batch: int = 4
     ceiling_frames: int = 2000  # drained through the free model: ~4 s at this host's ~500 frames/s
+    # The real model's drain lasts at least this long at the bare rate: the cameras' 240 frames drain in
+    # under a second on a GPU, too short for a rate (they read 237-523 frames/s on an H100, bare ~500).
+    drain_s: float = 5.0
 
     def worker_env(self) -> dict[str, str]:
         """The detector worker's settings for these options."""
@@ -127,6 +130,11 @@ def drain(fleet: Fleet, name: str, cams, ordered, opts: DetectorOptions, workers
     return Drained(rate, rss, gpu.summary(), cpu.seconds, len(messages))
 
 
+def cycled(frames: dict[str, list[workload.EncodedFrame]], per_camera: int) -> dict[str, list[workload.EncodedFrame]]:
+    """Each camera's frames over again until it has ``per_camera`` of them."""
+    return {cam: (fs * math.ceil(per_camera / len(fs)))[:per_camera] for cam, fs in frames.items()}
+
+
 def ceiling(fleet: Fleet, cams, frames: dict[str, list[workload.EncodedFrame]], opts: DetectorOptions,
             model_dir: Path) -> dict:
     """The worker draining ``opts.ceiling_frames`` (the cameras' frames over again) through the free
@@ -135,9 +143,8 @@ def ceiling(fleet: Fleet, cams, frames: dict[str, list[workload.EncodedFrame]], 
     sample = [f.jpeg for fs in frames.values() for f in fs[::10]]
     free = free_model.build(model_dir, fleet.folder / "free-model", sample)
     per_camera = max(1, opts.ceiling_frames // len(cams))
-    cycled = {cam: (fs * math.ceil(per_camera / len(fs)))[:per_camera] for cam, fs in frames.items()}
-    d = drain(fleet, "detector_ceiling", cams, workload.interleave(cycled), opts, model_dir=free.folder,
-              interval_s=0.05)  # ~4 s here, under a second on a host that feeds a GPU
+    d = drain(fleet, "detector_ceiling", cams, workload.interleave(cycled(frames, per_camera)), opts,
+              model_dir=free.folder, interval_s=0.05)  # ~4 s here, a few seconds on a host that feeds a GPU
     return {"ceiling_frames": d.frames, "ceiling_objects_per_frame": free.objects, "ceiling_fps": round(d.rate.per_s, 1),
             "ceiling_cpu_ms_per_frame": round(d.cpu_ms_per_frame, 3), **({"ceiling_gpu": d.gpu} if d.gpu else {})}
 
@@ -149,7 +156,9 @@ def run(fleet: Fleet, opts: DetectorOptions) -> dict:
     frames = [f for _, f in ordered]
     model_dir = DetectorSettings().model_dir
     before = bare(frames, opts, model_dir)
-    d = drain(fleet, "detector", cams, ordered, opts)
+    per_camera = max(opts.frames_per_camera,
+                     math.ceil(max(before["session_fps"], before["layout_fps"]) * opts.drain_s / len(cams)))
+    d = drain(fleet, "detector", cams, workload.interleave(cycled(by_camera, per_camera)), opts, interval_s=0.1)
     after = bare(frames, opts, model_dir)
     mean = {k: (before[k] + after[k]) / 2 for k in ("session_fps", "layout_fps", "path_fps")}
     # The baseline is the faster bare layout: the worker's own, or one session with all the threads.
@@ -157,7 +166,8 @@ def run(fleet: Fleet, opts: DetectorOptions) -> dict:
     top = ceiling(fleet, cams, by_camera, opts, model_dir)
     cpu_ms = round(d.cpu_ms_per_frame, 3)  # the share below is of the two figures as reported
     return {
-        "frames": len(frames), "cameras": opts.cameras, "max_batch": opts.max_batch, "threads": opts.threads,
+        "frames": d.frames, "bare_frames": len(frames), "cameras": opts.cameras, "max_batch": opts.max_batch,
+        "threads": opts.threads,
         "providers": before["providers"], "sessions": before["sessions"], "threads_per_session": before["threads"],
         "pipeline_fps": round(d.rate.per_s, 1), "bare_fps": round(baseline, 1),
         "bare_session_fps": round(mean["session_fps"], 1), "bare_layout_fps": round(mean["layout_fps"], 1),

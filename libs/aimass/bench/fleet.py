@@ -44,18 +44,22 @@ class Namespace:
 
     @property
     def clickhouse_url(self) -> str:
-        return self.info.clickhouse_url.rsplit("/", 1)[0] + "/" + self.tag
+        """This namespace's database; "" when the run started no ClickHouse."""
+        base = self.info.clickhouse_url
+        return base.rsplit("/", 1)[0] + "/" + self.tag if base else ""
 
     @property
     def env(self) -> dict[str, str]:
-        return {"AIMASS_KAFKA_BOOTSTRAP": self.info.kafka_bootstrap, "AIMASS_CLICKHOUSE_URL": self.clickhouse_url,
+        database = {"AIMASS_CLICKHOUSE_URL": self.clickhouse_url} if self.clickhouse_url else {}
+        return {"AIMASS_KAFKA_BOOTSTRAP": self.info.kafka_bootstrap, **database,
                 "AIMASS_TOPIC_PREFIX": f"{self.tag}.", "AIMASS_SITE_FILE": str(self.site_file),
                 "AIMASS_STATE_DIR": str(self.folder / "state"),
                 "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", **self.extra_env}
 
     def settings(self, cls: type[Settings] = Settings, **kw) -> Settings:
-        return cls(kafka_bootstrap=self.info.kafka_bootstrap, clickhouse_url=self.clickhouse_url,
-                   topic_prefix=f"{self.tag}.", site_file=self.site_file, **kw)
+        database = {"clickhouse_url": self.clickhouse_url} if self.clickhouse_url else {}
+        return cls(kafka_bootstrap=self.info.kafka_bootstrap, topic_prefix=f"{self.tag}.",
+                   site_file=self.site_file, **database, **kw)
 
     def start(self, kind: str, env: dict[str, str] | None = None, wait_s: float = 120.0) -> Worker:
         """Start ``aimass run KIND`` and wait until it has its partitions."""
@@ -101,16 +105,19 @@ class Namespace:
 
 
 class Fleet:
-    """The local stack of one bench run (its own state folder, torn down at the end)."""
+    """The local stack of one bench run (its own state folder, torn down at the end). ``clickhouse=False``:
+    the broker alone, for sections that store nothing (a GPU host running the detector's bench has no
+    ClickHouse)."""
 
-    def __init__(self, folder: Path, site: Site):
+    def __init__(self, folder: Path, site: Site, clickhouse: bool = True):
         self.folder = folder
         self.site = site
+        self.clickhouse = clickhouse
         self.info: stack.StackInfo | None = None
         self._spaces: list[Namespace] = []
 
     def __enter__(self) -> "Fleet":
-        self.info = stack.up(self.folder / "stack", migrate=False, topics=False)
+        self.info = stack.up(self.folder / "stack", migrate=False, topics=False, clickhouse=self.clickhouse)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -127,6 +134,6 @@ class Fleet:
         site_file.write_text(yaml.safe_dump((site or self.site).model_dump(mode="json", exclude_none=True),
                                             sort_keys=False))
         ns = Namespace(self.info, folder, tag, site_file, dict(extra_env))
-        stack.prepare(ns.settings())
+        stack.prepare(ns.settings(), migrate=self.clickhouse)
         self._spaces.append(ns)
         return ns

@@ -17,6 +17,7 @@ from aimass.bench.fleet import Fleet
 from aimass.site import Site
 
 SECTIONS = ("detector", "rules", "sink", "latency", "scaling")
+STORING = {"sink", "latency"}  # the sections that read ClickHouse: without them the run starts none
 
 
 @dataclass
@@ -47,12 +48,14 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
     if unknown:
         raise ValueError(f"unknown bench sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     det = detector.DetectorOptions(frames_per_camera=15 if opts.quick else 60, ceiling_frames=400 if opts.quick else 2000,
+                                   drain_s=1.0 if opts.quick else 5.0,
                                    providers=opts.providers, threads=opts.threads, sessions=opts.sessions,
                                    max_batch=opts.max_batch)
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                      "options": {k: v for k, v in opts.__dict__.items()}}
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="aimass-bench-") as tmp, Fleet(Path(tmp), site) as fleet:
+    with (tempfile.TemporaryDirectory(prefix="aimass-bench-") as tmp,
+          Fleet(Path(tmp), site, clickhouse=bool(STORING & set(opts.only))) as fleet):
         def section(name: str, fn):
             if name not in opts.only:
                 return

@@ -8,12 +8,13 @@ partitions)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 
 from aimass import contracts
 from aimass.bench import probe, workload
-from aimass.bench.detector import DetectorOptions, drain
+from aimass.bench.detector import DetectorOptions, cycled, drain
 from aimass.bench.fleet import Fleet
 from aimass.contracts import Detections
 from aimass.settings import DetectorSettings
@@ -112,7 +113,10 @@ def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
     # One camera per partition of the frames topic, so each worker gets half of them whichever way the
     # group splits the partitions (the site's own ids put two cameras on one partition).
     cams = workload.cameras(fleet.site, d.cameras, spread=DetectorSettings().partitions_frames)
-    ordered = workload.interleave(workload.render(cams, d.frames_per_camera))
+    # Long enough at the detector section's rate to read a rate from (a GPU drains the cameras' frames
+    # in under a second).
+    per_camera = max(d.frames_per_camera, math.ceil(opts.capacity_fps * d.drain_s / len(cams)))
+    ordered = workload.interleave(cycled(workload.render(cams, d.frames_per_camera), per_camera))
     sessions, threads = session_layout(DetectorSettings(providers=d.providers, threads=d.threads,
                                                         detector_sessions=d.sessions))
     threads = threads or 0
