@@ -85,15 +85,16 @@ def test_create_session_hands_each_provider_its_options(monkeypatch, tmp_path):
 # ---- the IO binding decision ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode, providers, expected", [
-    ("auto", [CUDA, CPU], True),
-    ("auto", [TRT, CUDA, CPU], True),
+    # auto is session.run everywhere: IO binding was slower on an H100 with CUDA (docs/gpu.md)
+    ("auto", [CUDA, CPU], False),
+    ("auto", [TRT, CUDA, CPU], False),
     ("auto", [CPU], False),
-    ("auto", [CPU, CUDA], False),  # only the first provider runs the graph's bulk
     ("auto", [], False),
     ("on", [CPU], True),
+    ("on", [CUDA, CPU], True),
     ("off", [CUDA, CPU], False),
 ])
-def test_io_binding_auto_means_a_gpu_provider_first(mode, providers, expected):
+def test_io_binding_only_when_asked_for(mode, providers, expected):
     assert use_io_binding(mode, providers) is expected
 
 
