@@ -518,6 +518,8 @@ def bench(
     sessions: int = typer.Option(0, "--sessions", min=0, max=16, help="ONNX Runtime sessions in the detector; 0: "
                                  "auto (one per core on the CPU, 1 on a GPU)"),
     max_batch: int = typer.Option(4, "--max-batch", min=1, max=256, help="frames per inference batch"),
+    detector_workers: int = typer.Option(1, "--detector-workers", min=1, max=16, help="detector processes (one "
+                                         "group) in the detector and scaling sections: on a GPU, to keep it busy"),
     quick: bool = typer.Option(False, "--quick", help="small workloads: checks the bench runs, figures not reportable"),
     out: Path = typer.Option(Path("bench/results"), "--out", help="where bench.json and bench.png go"),
 ) -> None:
@@ -532,7 +534,8 @@ def bench(
         site = load_site(Settings().site_file)
         results = run_bench(site, BenchOptions(only=tuple(s.strip() for s in only.split(",") if s.strip()),
                                                providers=providers, threads=threads, sessions=sessions,
-                                               max_batch=max_batch, quick=quick),
+                                               max_batch=max_batch, detector_workers=detector_workers,
+                                               quick=quick),
                             say=lambda m: console.print(f"[dim]{m}[/dim]"))
     except (ValueError, SiteFileError, RuntimeError) as exc:
         _fail(str(exc))

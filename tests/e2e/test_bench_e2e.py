@@ -49,6 +49,16 @@ def test_quick_bench_measures_every_ratio_against_its_baseline():
     assert results["machine"]["cores"] >= 1
 
 
+def test_quick_detector_section_with_two_workers_drains_through_both():
+    # What a GPU host runs to keep its GPU busy (--detector-workers 2): one group, frames after both joined.
+    results = run_bench(load_site(DEFAULT_SITE_FILE), BenchOptions(only=("detector",), quick=True, detector_workers=2),
+                        say=lambda _: None)
+    d = results["detector"]
+    assert d["workers"] == 2 and d["frames"] >= 60 and d["pipeline_fps"] > 0 and d["ceiling_fps"] > 0
+    # Both workers' CPU and memory: more than one worker's idle ~300 MiB each.
+    assert d["worker_rss_mb"] > 2 * 200 and d["cpu_ms_per_frame"] > 0
+
+
 def test_scaling_doubles_cameras_up_to_the_capacity_it_is_given(tmp_path):
     # A made-up capacity of 4 frames/s: one camera at 2 fps, then two; each step's frames all come back.
     opts = scaling.ScalingOptions(steps=(1,), seconds=3, capacity_fps=4.0,

@@ -253,6 +253,21 @@ def test_report_shows_gpu_use_per_scaling_step_only_where_measured():
     assert _says(late, "the bench's sender fell behind the cameras' clocks from 64 cameras (by 2.4 s)")
 
 
+def test_report_names_the_detector_workers_where_there_were_several():
+    from rich.console import Console
+
+    def text(results):
+        console = Console(record=True, width=200)
+        report.print_tables(results, console)
+        return console.export_text()
+
+    one = text({"detector": RESULTS["detector"], "scaling": RESULTS["scaling"]})
+    assert "Scaling: one detector worker, 2.0 fps" in one and "workers)" not in one
+    two = text({"detector": {**RESULTS["detector"], "workers": 2},
+                "scaling": {**RESULTS["scaling"], "detector_workers": 2}})
+    assert "detector frames/s (2 workers)" in two and "Scaling: 2 detector workers (one group), 2.0 fps" in two
+
+
 @pytest.mark.parametrize("capacity, fps, steps", [
     (0.0, 2.0, [1, 2, 4, 8, 16]),  # no capacity measured: the given steps
     (28.0, 2.0, [1, 2, 4, 8, 16]),  # 16 cameras at 2 fps already offer it

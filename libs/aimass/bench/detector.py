@@ -35,6 +35,9 @@ class DetectorOptions:
     # The real model's drain lasts at least this long at the bare rate: the cameras' 240 frames drain in
     # under a second on a GPU, too short for a rate (they read 237-523 frames/s on an H100, bare ~500).
     drain_s: float = 5.0
+    # Detector worker processes in one group (the pipeline's, the ceiling's and the scaling steps'): on a
+    # GPU one worker's CPU work bounds it well below the GPU (docs/gpu.md), so more share the GPU.
+    workers: int = 1
 
     def worker_env(self) -> dict[str, str]:
         """The detector worker's settings for these options."""
@@ -89,9 +92,9 @@ def bare(frames: list[workload.EncodedFrame], opts: DetectorOptions, model_dir, 
 @dataclass
 class Drained:
     rate: probe.Rate  # the workers' frames/s together
-    rss_mb: float  # the first worker's resident memory at the end
+    rss_mb: float  # the workers' resident memory together at the end
     gpu: dict | None  # GPU use while they drained, where there is a GPU
-    cpu_s: float  # the first worker's CPU seconds from joining until every frame was counted
+    cpu_s: float  # the workers' CPU seconds together from joining until every frame was counted
     frames: int  # how many frames they drained
 
     @property
@@ -119,13 +122,13 @@ def drain(fleet: Fleet, name: str, cams, ordered, opts: DetectorOptions, workers
     if not join_first:
         produce()
     started = ns.start_together("detector", workers, env)
-    with probe.GpuSampler() as gpu, probe.CpuUse(started[0].proc.pid) as cpu:
+    with probe.GpuSampler() as gpu, probe.CpuUse(*(w.proc.pid for w in started)) as cpu:
         if join_first:
             produce()
         rate = probe.steady_rate(lambda: sum(probe.counter(w.metrics_port, "aimass_frames") for w in started),
                                  len(messages), 300, interval_s=interval_s,
                                  alive=lambda: all(w.alive() for w in started))
-        rss = probe.rss_mb(started[0].proc.pid)
+        rss = sum(probe.rss_mb(w.proc.pid) for w in started)
     ns.stop()
     return Drained(rate, rss, gpu.summary(), cpu.seconds, len(messages))
 
@@ -143,8 +146,9 @@ def ceiling(fleet: Fleet, cams, frames: dict[str, list[workload.EncodedFrame]], 
     sample = [f.jpeg for fs in frames.values() for f in fs[::10]]
     free = free_model.build(model_dir, fleet.folder / "free-model", sample)
     per_camera = max(1, opts.ceiling_frames // len(cams))
+    # ~4 s here, a few seconds on a host that feeds a GPU
     d = drain(fleet, "detector_ceiling", cams, workload.interleave(cycled(frames, per_camera)), opts,
-              model_dir=free.folder, interval_s=0.05)  # ~4 s here, a few seconds on a host that feeds a GPU
+              workers=opts.workers, join_first=opts.workers > 1, model_dir=free.folder, interval_s=0.05)
     return {"ceiling_frames": d.frames, "ceiling_objects_per_frame": free.objects, "ceiling_fps": round(d.rate.per_s, 1),
             "ceiling_cpu_ms_per_frame": round(d.cpu_ms_per_frame, 3), **({"ceiling_gpu": d.gpu} if d.gpu else {})}
 
@@ -158,7 +162,9 @@ def run(fleet: Fleet, opts: DetectorOptions) -> dict:
     before = bare(frames, opts, model_dir)
     per_camera = max(opts.frames_per_camera,
                      math.ceil(max(before["session_fps"], before["layout_fps"]) * opts.drain_s / len(cams)))
-    d = drain(fleet, "detector", cams, workload.interleave(cycled(by_camera, per_camera)), opts, interval_s=0.1)
+    # Several workers join before the frames come: one that got its partitions first would read alone.
+    d = drain(fleet, "detector", cams, workload.interleave(cycled(by_camera, per_camera)), opts,
+              workers=opts.workers, join_first=opts.workers > 1, interval_s=0.1)
     after = bare(frames, opts, model_dir)
     mean = {k: (before[k] + after[k]) / 2 for k in ("session_fps", "layout_fps", "path_fps")}
     # The baseline is the faster bare layout: the worker's own, or one session with all the threads.
@@ -167,7 +173,7 @@ def run(fleet: Fleet, opts: DetectorOptions) -> dict:
     cpu_ms = round(d.cpu_ms_per_frame, 3)  # the share below is of the two figures as reported
     return {
         "frames": d.frames, "bare_frames": len(frames), "cameras": opts.cameras, "max_batch": opts.max_batch,
-        "threads": opts.threads,
+        "threads": opts.threads, "workers": opts.workers,
         "providers": before["providers"], "sessions": before["sessions"], "threads_per_session": before["threads"],
         "pipeline_fps": round(d.rate.per_s, 1), "bare_fps": round(baseline, 1),
         "bare_session_fps": round(mean["session_fps"], 1), "bare_layout_fps": round(mean["layout_fps"], 1),

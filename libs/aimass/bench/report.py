@@ -18,14 +18,20 @@ def _ok(value: float | None, goal: float) -> str:
     return "[green]met[/]" if value >= goal else "[red]not met[/]"
 
 
+def _workers(sc: dict) -> str:
+    n = sc.get("detector_workers", 1)  # results from before the option: one
+    return "one detector worker" if n == 1 else f"{n} detector workers (one group)"
+
+
 def tables(results: dict) -> list[Table]:
     out = []
     t = Table(title="Ratios (measured in this run)")
     for col in ("what", "through the product", "baseline", "ratio", "goal", ""):
         t.add_column(col, overflow="fold")
     if d := results.get("detector"):
-        t.add_row("detector frames/s", f"{d['pipeline_fps']}", f"{d['bare_fps']} (bare ONNX Runtime)",
-                  f"{d['efficiency']}", f"≥ {d['goal']}", _ok(d["efficiency"], d["goal"]))
+        workers = d.get("workers", 1)
+        t.add_row("detector frames/s" + (f" ({workers} workers)" if workers > 1 else ""), f"{d['pipeline_fps']}",
+                  f"{d['bare_fps']} (bare ONNX Runtime)", f"{d['efficiency']}", f"≥ {d['goal']}", _ok(d["efficiency"], d["goal"]))
         if "ceiling_fps" in d:  # results written before the ceiling was measured have none
             t.add_row("  ceiling (a model costing nothing)", f"{d['ceiling_fps']}", f"{d['bare_fps']} (bare ONNX Runtime)",
                       f"x{d['ceiling_over_bare']}", "", "")
@@ -81,7 +87,7 @@ def tables(results: dict) -> list[Table]:
             t.add_row(name, *(f"{p[k]}" for k in ("p50", "p95", "p99")))
         out.append(t)
     if sc := results.get("scaling"):
-        t = Table(title=f"Scaling: one detector worker, {sc['fps_per_camera']} fps per camera")
+        t = Table(title=f"Scaling: {_workers(sc)}, {sc['fps_per_camera']} fps per camera")
         gpu = any("gpu" in st for st in sc["steps"])
         cpu = all("cpu_cores" in st for st in sc["steps"])  # not in results from before it was measured
         for col in ("cameras", "offered fps", "detected fps", "p50 ms", "p95 ms", "RSS MiB", "MiB per camera",
@@ -182,7 +188,7 @@ def chart(results: dict, path: Path) -> Path | None:
         ax2.set_ylabel("ms")
         ax.legend(loc="upper left")
         ax2.legend(loc="lower right")
-    ax.set_title("scaling: one detector worker")
+    ax.set_title(f"scaling: {_workers(sc)}" if sc else "scaling")
     ax = axes[1][1]
     if sc:
         labels = [str(s["cameras"]) for s in sc["steps"]]

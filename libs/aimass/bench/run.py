@@ -27,6 +27,7 @@ class BenchOptions:
     threads: int = 0
     sessions: int = 0
     max_batch: int = 4
+    detector_workers: int = 1  # detector processes in the detector and scaling sections (one group)
     quick: bool = False  # smaller workloads: a smoke run, not figures to report
 
 
@@ -50,7 +51,7 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
     det = detector.DetectorOptions(frames_per_camera=15 if opts.quick else 60, ceiling_frames=400 if opts.quick else 2000,
                                    drain_s=1.0 if opts.quick else 5.0,
                                    providers=opts.providers, threads=opts.threads, sessions=opts.sessions,
-                                   max_batch=opts.max_batch)
+                                   max_batch=opts.max_batch, workers=opts.detector_workers)
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                      "options": {k: v for k, v in opts.__dict__.items()}}
     t0 = time.monotonic()
@@ -79,7 +80,8 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
             steps=(1, 2) if opts.quick else (1, 2, 4, 8, 16), seconds=5 if opts.quick else 12,
             capacity_fps=0.0 if opts.quick else results.get("detector", {}).get("pipeline_fps", 0.0),
             detector=detector.DetectorOptions(frames_per_camera=10 if opts.quick else 40, providers=opts.providers,
-                                              threads=opts.threads, sessions=opts.sessions, max_batch=opts.max_batch))))
+                                              threads=opts.threads, sessions=opts.sessions, max_batch=opts.max_batch,
+                                              workers=opts.detector_workers))))
     results["seconds"] = round(time.monotonic() - t0)
     results["finished_ms"] = contracts.now_ms()
     return results

@@ -68,10 +68,13 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
     frames = workload.render(cams, 20)
     ns = fleet.namespace("scaling", site=fleet.site.model_copy(update={"cameras": cams}))
     d = opts.detector
-    worker = ns.start("detector", d.worker_env())
-    pid = worker.proc.pid
-    idle_rss = probe.rss_mb(pid)
-    with probe.CpuUse(pid) as idle:
+    workers = ns.start_together("detector", d.workers, d.worker_env())
+    pids = [w.proc.pid for w in workers]
+
+    def rss() -> float:
+        return sum(probe.rss_mb(pid) for pid in pids)
+    idle_rss = rss()
+    with probe.CpuUse(*pids) as idle:
         time.sleep(IDLE_S)  # no camera yet: a measuring window, not a wait for readiness
     out = []
     arrivals: list[tuple[float, float]] = []  # (arrival ms, capture -> arrival ms) of each detections message
@@ -81,23 +84,23 @@ def cameras_step(fleet: Fleet, opts: ScalingOptions, fps: float, steps: list[int
             subset = {c.id: frames[c.id] for c in cams[:n]}
             first = len(arrivals)
             t0 = contracts.now_ms()
-            # The worker's CPU over the step and its drain: what these cameras cost it, in cores.
-            with probe.CpuUse(pid) as cpu, probe.GpuSampler() as gpu:
+            # The workers' CPU over the step and its drain: what these cameras cost them, in cores.
+            with probe.CpuUse(*pids) as cpu, probe.GpuSampler() as gpu:
                 paced = asyncio.run(workload.paced_cameras(ns.settings(), subset, fps, opts.seconds, fleet.site.site.id))
                 sent = paced.sent
                 end = time.monotonic() + 60
-                while len(arrivals) - first < sent and time.monotonic() < end and worker.alive():
+                while len(arrivals) - first < sent and time.monotonic() < end and all(w.alive() for w in workers):
                     time.sleep(0.1)  # the backlog of this step drains before the next starts (bounded)
             got = arrivals[first:]
             # Offered is what went out: a sender that fell behind the cameras' clocks offered less.
             window_s = opts.seconds + paced.behind_s
             in_window = [a for a, _ in got if a <= t0 + window_s * 1000]
-            rss = probe.rss_mb(pid)
+            step_rss = rss()
             out.append({"cameras": n, "offered_fps": round(sent / window_s, 1),
                         "sender_behind_ms": round(paced.behind_s * 1000, 1),
                         "detected_fps": round(len(in_window) / window_s, 1), "frames_sent": sent,
                         "frames_detected": len(got), "latency_ms": probe.percentiles([lat for _, lat in got]),
-                        "rss_mb": round(rss, 1), "rss_per_camera_mb": round((rss - idle_rss) / n, 2),
+                        "rss_mb": round(step_rss, 1), "rss_per_camera_mb": round((step_rss - idle_rss) / n, 2),
                         "cpu_cores": round(cpu.cores, 3), "cpu_per_camera": round(max(0.0, cpu.cores - idle.cores) / n, 4),
                         **({"gpu": g} if (g := gpu.summary()) else {})})
     ns.stop()
@@ -134,5 +137,6 @@ def run(fleet: Fleet, opts: ScalingOptions) -> dict:
     fps, steps = plan(opts)
     measured, idle_cpu = cameras_step(fleet, opts, fps, steps)
     return {"fps_per_camera": fps, "seconds_per_step": opts.seconds, "capacity_fps": opts.capacity_fps,
+            "detector_workers": opts.detector.workers,
             "idle_cpu_cores": round(idle_cpu, 3), "steps": measured, "kept_up_with_cameras": kept_up_with(measured),
             "kept_up_share": KEPT_UP, "workers": workers_step(fleet, opts)}
