@@ -213,8 +213,8 @@ class DetectorSettings(Settings):
     # --- GPU serving (docs/gpu.md); the CPU provider ignores all but detector_io_binding and detector_sessions
     detector_io_binding: Literal["auto", "on", "off"] = Field(
         "auto", description="run batches through ONNX Runtime IO binding (inputs copied into reused device "
-        "buffers, outputs bound to CPU memory): auto = only when CUDA or TensorRT runs the model; on CPU plain "
-        "session.run is as fast")
+        "buffers, outputs bound to CPU memory): auto = off, since plain session.run was faster on an H100 with CUDA "
+        "and as fast on the CPU (docs/gpu.md); on forces it")
     detector_device_id: int = Field(0, ge=0, description="the CUDA device (GPU index) CUDA and TensorRT run on")
     detector_cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
         "HEURISTIC", description="how the CUDA provider picks cuDNN convolution algorithms: HEURISTIC (fast to "
