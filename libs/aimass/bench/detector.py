@@ -94,12 +94,12 @@ class Drained:
     rate: probe.Rate  # the workers' frames/s together
     rss_mb: float  # the workers' resident memory together at the end
     gpu: dict | None  # GPU use while they drained, where there is a GPU
-    cpu_s: float  # the workers' CPU seconds together from joining until every frame was counted
+    cpu_s_per_frame: float  # the workers' CPU a frame together, over the 10-90 % window the rate is read in
     frames: int  # how many frames they drained
 
     @property
     def cpu_ms_per_frame(self) -> float:
-        return self.cpu_s * 1000 / self.frames
+        return self.cpu_s_per_frame * 1000
 
 
 def drain(fleet: Fleet, name: str, cams, ordered, opts: DetectorOptions, workers: int = 1,
@@ -122,15 +122,18 @@ def drain(fleet: Fleet, name: str, cams, ordered, opts: DetectorOptions, workers
     if not join_first:
         produce()
     started = ns.start_together("detector", workers, env)
-    with probe.GpuSampler() as gpu, probe.CpuUse(*(w.proc.pid for w in started)) as cpu:
+    # The CPU is read beside the frame counter, so it is taken over the rate's window (as the rules' and
+    # the sink's): the workers' last start-up work after they say they are ready is left out.
+    cpu = probe.CpuSamples([w.proc.pid for w in started])
+    with probe.GpuSampler() as gpu:
         if join_first:
             produce()
-        rate = probe.steady_rate(lambda: sum(probe.counter(w.metrics_port, "aimass_frames") for w in started),
-                                 len(messages), 300, interval_s=interval_s,
+        frames = cpu.reading(lambda: sum(probe.counter(w.metrics_port, "aimass_frames") for w in started))
+        rate = probe.steady_rate(frames, len(messages), 300, interval_s=interval_s,
                                  alive=lambda: all(w.alive() for w in started))
         rss = sum(probe.rss_mb(w.proc.pid) for w in started)
     ns.stop()
-    return Drained(rate, rss, gpu.summary(), cpu.seconds, len(messages))
+    return Drained(rate, rss, gpu.summary(), cpu.per_unit(len(messages)), len(messages))
 
 
 def cycled(frames: dict[str, list[workload.EncodedFrame]], per_camera: int) -> dict[str, list[workload.EncodedFrame]]:
