@@ -32,9 +32,8 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 IO_BINDING_MODES = ("auto", "on", "off")
 
 
-def use_io_binding(mode: str, providers: Sequence[str]) -> bool:
-    """Whether a session whose providers are ``providers`` (best first) runs through IO binding.
-    "auto" is off: plain ``session.run`` was as fast on the CPU and faster on an H100 with CUDA, where
+def use_io_binding(mode: str) -> bool:
+    """Whether a session runs through IO binding, whatever its providers. "auto" is off: plain ``session.run`` was as fast on the CPU and faster on an H100 with CUDA, where
     IO binding's synchronous copy from pageable memory cost 1.2-4.9 ms more a batch of 4-16 (docs/gpu.md)."""
     if mode not in IO_BINDING_MODES:
         raise ValueError(f"io_binding {mode!r} is not one of {', '.join(IO_BINDING_MODES)}")
@@ -128,7 +127,7 @@ class Detector(_Named):
         self._providers = list(providers)
         adapter.check_session(session.get_inputs(), session.get_outputs())
         self._bound = (BoundRunner(session, binding_device(self._providers), device_id)
-                       if use_io_binding(io_binding, self._providers) else None)
+                       if use_io_binding(io_binding) else None)
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike, providers: Sequence[str] | None = None,
