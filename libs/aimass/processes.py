@@ -75,7 +75,11 @@ def _stat(pid: int) -> list[str]:
 
 def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
     """SIGTERM, then SIGKILL after ``timeout_s``; returns when the process is gone. Servers are
-    started in their own session, so the whole group is signalled (a runuser wrapper and its child)."""
+    started in their own session, so the whole group is signalled (a runuser wrapper and its child).
+    Pid 0 means none was recorded (a stack started without ClickHouse): nothing to stop, where
+    ``killpg(0)`` would signal the caller's own group."""
+    if pid == 0:
+        return
     for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)

@@ -168,8 +168,7 @@ def down(state_dir: Path) -> bool:
     if info is None:
         return False
     stop_pid(info.broker_pid)
-    if info.clickhouse_pid:  # 0: started without one (stop_pid(0) would signal our own group)
-        stop_pid(info.clickhouse_pid)
+    stop_pid(info.clickhouse_pid)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return True
 

@@ -9,7 +9,7 @@ import time
 
 from conftest import wait_until
 
-from aimass.processes import cpu_seconds, descendants, pid_alive
+from aimass.processes import cpu_seconds, descendants, pid_alive, stop_pid
 
 
 def test_an_exited_process_that_is_not_our_child_is_not_alive_before_it_is_reaped():
@@ -27,6 +27,18 @@ def test_an_exited_process_that_is_not_our_child_is_not_alive_before_it_is_reape
         parent.kill()
         parent.wait()
     assert not pid_alive(parent.pid)
+
+
+def test_stopping_pid_0_stops_nothing():
+    # A stack started without ClickHouse records its pid as 0: stopping it must not signal our own group
+    # (this test's process, and the child below, would get SIGTERM).
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stop_pid(0, timeout_s=0.1)
+        assert child.poll() is None and pid_alive(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_tree_s_cpu_counts_the_grandchild_that_does_the_work():
