@@ -329,3 +329,12 @@ def test_gpu_use_is_sampled_from_nvidia_smi_for_the_workers_device(tmp_path, mon
         wait_until(lambda: len(gpu.util) >= 2, 20, "two samples", interval_s=0.02)
     assert gpu.summary() == {"gpu_util_mean_pct": 37.0, "gpu_util_max_pct": 37.0, "gpu_mem_max_mb": 1234.0}
     assert probe.GpuSampler(device=0).device == 0
+
+
+def test_a_drain_lasts_drain_s_at_the_rate_with_the_cameras_frames_at_least():
+    from aimass.bench.detector import DetectorOptions
+
+    opts = DetectorOptions(frames_per_camera=60, drain_s=5.0)
+    assert opts.per_camera(500.0, 4) == 625  # a GPU's rate: 2500 frames, 5 s
+    assert opts.per_camera(501.0, 4) == 627  # rounded up: never shorter than drain_s
+    assert opts.per_camera(40.0, 4) == 60  # a slow host: the cameras' own frames already last longer

@@ -39,6 +39,11 @@ class DetectorOptions:
     # GPU one worker's CPU work bounds it well below the GPU (docs/gpu.md), so more share the GPU.
     workers: int = 1
 
+    def per_camera(self, rate_fps: float, cameras: int) -> int:
+        """Frames a camera for a drain of ``cameras`` that lasts ``drain_s`` at ``rate_fps`` (at least
+        ``frames_per_camera``)."""
+        return max(self.frames_per_camera, math.ceil(rate_fps * self.drain_s / cameras))
+
     def worker_env(self) -> dict[str, str]:
         """The detector worker's settings for these options."""
         return {"AIMASS_MAX_BATCH": str(self.max_batch), "AIMASS_THREADS": str(self.threads),
@@ -106,9 +111,11 @@ def drain(fleet: Fleet, name: str, cams, ordered, opts: DetectorOptions, workers
           join_first: bool = False, model_dir: Path | None = None, interval_s: float = 0.25) -> Drained:
     """``workers`` detector processes drain the frames from a fresh namespace's frames topic. The frames
     are produced before the workers start, so producing costs the measurement nothing; with
-    ``join_first`` the workers join first and the frames follow, so no rebalance (a second worker
-    joining) falls inside the measurement. ``model_dir``: the model they serve, if not the configured
+    ``join_first``, and always with several workers, the workers join first and the frames follow, so
+    no rebalance (a second worker joining) falls inside the measurement and no worker that got its
+    partitions first reads alone. ``model_dir``: the model they serve, if not the configured
     one; ``interval_s``: how often the frame counters are read (a short drain needs them often)."""
+    join_first = join_first or workers > 1
     site = fleet.site
     ns = fleet.namespace(name, site=site.model_copy(update={"cameras": cams}))
     env = {**opts.worker_env(), "AIMASS_MAX_FRAME_AGE_S": "3600",
@@ -151,7 +158,7 @@ def ceiling(fleet: Fleet, cams, frames: dict[str, list[workload.EncodedFrame]], 
     per_camera = max(1, opts.ceiling_frames // len(cams))
     # ~4 s here, a few seconds on a host that feeds a GPU
     d = drain(fleet, "detector_ceiling", cams, workload.interleave(cycled(frames, per_camera)), opts,
-              workers=opts.workers, join_first=opts.workers > 1, model_dir=free.folder, interval_s=0.05)
+              workers=opts.workers, model_dir=free.folder, interval_s=0.05)
     return {"ceiling_frames": d.frames, "ceiling_objects_per_frame": free.objects, "ceiling_fps": round(d.rate.per_s, 1),
             "ceiling_cpu_ms_per_frame": round(d.cpu_ms_per_frame, 3), **({"ceiling_gpu": d.gpu} if d.gpu else {})}
 
@@ -163,11 +170,9 @@ def run(fleet: Fleet, opts: DetectorOptions) -> dict:
     frames = [f for _, f in ordered]
     model_dir = DetectorSettings().model_dir
     before = bare(frames, opts, model_dir)
-    per_camera = max(opts.frames_per_camera,
-                     math.ceil(max(before["session_fps"], before["layout_fps"]) * opts.drain_s / len(cams)))
-    # Several workers join before the frames come: one that got its partitions first would read alone.
+    per_camera = opts.per_camera(max(before["session_fps"], before["layout_fps"]), len(cams))
     d = drain(fleet, "detector", cams, workload.interleave(cycled(by_camera, per_camera)), opts,
-              workers=opts.workers, join_first=opts.workers > 1, interval_s=0.1)
+              workers=opts.workers, interval_s=0.1)
     after = bare(frames, opts, model_dir)
     mean = {k: (before[k] + after[k]) / 2 for k in ("session_fps", "layout_fps", "path_fps")}
     # The baseline is the faster bare layout: the worker's own, or one session with all the threads.

@@ -8,7 +8,6 @@ partitions)."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -118,7 +117,7 @@ def workers_step(fleet: Fleet, opts: ScalingOptions) -> dict:
     cams = workload.cameras(fleet.site, d.cameras, spread=DetectorSettings().partitions_frames)
     # Long enough at the detector section's rate to read a rate from (a GPU drains the cameras' frames
     # in under a second).
-    per_camera = max(d.frames_per_camera, math.ceil(opts.capacity_fps * d.drain_s / len(cams)))
+    per_camera = d.per_camera(opts.capacity_fps, len(cams))
     ordered = workload.interleave(cycled(workload.render(cams, d.frames_per_camera), per_camera))
     sessions, threads = session_layout(DetectorSettings(providers=d.providers, threads=d.threads,
                                                         detector_sessions=d.sessions))
