@@ -300,18 +300,16 @@ def encode(msg: Message) -> bytes:
     return _encoder.encode(msg)
 
 
-def _limit_for(cls: type) -> int:
-    return MAX_FRAME_MESSAGE_BYTES if cls is Frame else MAX_SMALL_MESSAGE_BYTES
-
-
 def decode(data: bytes | None, cls: type[msgspec.Struct]):
     """Decode ``data`` as ``cls``, enforcing size, schema version and value sanity.
 
-    Raises ContractError with a reason code; never anything else for bad input.
+    Raises ContractError with a reason code; never anything else for bad input. The rules and the sink
+    call this for every message they read, so the usual case takes one comparison per check and the
+    wording of a refusal is worked out only when there is one.
     """
     if not data:
         raise ContractError("empty", f"empty message where a {cls.__name__} was expected")
-    limit = _limit_for(cls)
+    limit = MAX_FRAME_MESSAGE_BYTES if cls is Frame else MAX_SMALL_MESSAGE_BYTES
     if len(data) > limit:
         raise ContractError(
             "too_large", f"{cls.__name__} message is {len(data)} bytes; the limit is {limit}"
@@ -327,9 +325,13 @@ def decode(data: bytes | None, cls: type[msgspec.Struct]):
             "bad_version",
             f"{cls.__name__} schema version {msg.v} is not supported (this build reads v{SCHEMA_VERSION})",
         )
-    _check(msg)
+    check = _CHECKS.get(cls)
+    if check is not None:
+        check(msg)
     return msg
 
+
+# Value checks that a schema cannot express, one function per message kind.
 
 def _finite(name: str, x: float) -> None:
     if not math.isfinite(x):
@@ -341,53 +343,75 @@ def _check_id(name: str, value: str) -> None:
         raise ContractError("bad_value", f"{name} must be 1..{MAX_ID_LEN} characters, got {value!r:.80}")
 
 
-def _check_time(msg: Message) -> None:
-    t = getattr(msg, "captured_ms", None)
-    if t is None:
+def _check_time(t: float) -> None:
+    """A capture time from a set clock: after 2000, at most a day ahead of this one."""
+    if MIN_CAPTURE_MS <= t <= now_ms() + MAX_CLOCK_AHEAD_MS:  # false for NaN too
         return
     _finite("captured_ms", t)
     if t < MIN_CAPTURE_MS:
         raise ContractError("bad_time", f"captured_ms {t:.0f} is before 2000-01-01: the sender's clock is not set "
                                         "(a gateway without a real-time clock or NTP); fix its clock")
-    if t > now_ms() + MAX_CLOCK_AHEAD_MS:
-        raise ContractError("bad_time", f"captured_ms {t:.0f} is {(t - now_ms()) / 3.6e6:.1f} h in the future: the "
-                                        "sender's clock is wrong; fix its clock (NTP)")
+    raise ContractError("bad_time", f"captured_ms {t:.0f} is {(t - now_ms()) / 3.6e6:.1f} h in the future: the "
+                                    "sender's clock is wrong; fix its clock (NTP)")
 
 
-def _check(msg: Message) -> None:
-    """Value checks that a schema cannot express."""
-    _check_time(msg)
-    if isinstance(msg, Frame):
-        _check_id("camera_id", msg.camera_id)
-        if len(msg.jpeg) > MAX_JPEG_BYTES:
-            raise ContractError("too_large", f"JPEG is {len(msg.jpeg)} bytes; the limit is {MAX_JPEG_BYTES}")
-        if msg.width <= 0 or msg.height <= 0:
-            raise ContractError("bad_value", f"frame size {msg.width}x{msg.height} is not positive")
-    elif isinstance(msg, SensorReading):
-        _check_id("sensor_id", msg.sensor_id)
-        _finite("value", msg.value)
-    elif isinstance(msg, (Detections, ShadowResult)):
-        _check_id("camera_id", msg.camera_id)
-        for objects in (msg.objects, getattr(msg, "shadow_objects", [])):
-            if len(objects) > MAX_OBJECTS_PER_FRAME:
-                raise ContractError("too_large", f"{len(objects)} objects; the limit is {MAX_OBJECTS_PER_FRAME}")
-            for o in objects:
-                # One test for the usual case; a NaN or an infinity in any of them makes the sum one.
-                if not math.isfinite(o.score + o.x1 + o.y1 + o.x2 + o.y2):
-                    for name in ("score", "x1", "y1", "x2", "y2"):
-                        _finite(name, getattr(o, name))
-                    raise ContractError("bad_value", f"object values {o.score}, {o.x1}, {o.y1}, {o.x2}, {o.y2} "
-                                                     "overflow: a score and box corners in 0..1 are expected")
-    elif isinstance(msg, Heartbeat):
-        _check_id("gateway_id", msg.gateway_id)
-        if len(msg.camera_id) > MAX_ID_LEN or len(msg.last_error) > MAX_ERROR_LEN:
-            raise ContractError("bad_value", f"camera_id or last_error too long ({len(msg.camera_id)}, {len(msg.last_error)})")
-        for name in ("at_ms", "started_ms", "interval_s", "fps", "read_fps", "last_frame_ms", "clock_offset_ms",
-                     "clock_rtt_ms", "clock_measured_ms"):
-            _finite(name, getattr(msg, name))
-    elif isinstance(msg, ModelRouting):
-        if "default" not in msg.groups:
-            raise ContractError("bad_value", "model routing has no 'default' group")
-        for name, g in msg.groups.items():
-            if g.canary is not None and not 0.0 <= g.canary.percent <= 100.0:
-                raise ContractError("bad_value", f"group {name}: canary percent {g.canary.percent} is not in 0..100")
+def _check_objects(objects: list[DetectedObject]) -> None:
+    if len(objects) > MAX_OBJECTS_PER_FRAME:
+        raise ContractError("too_large", f"{len(objects)} objects; the limit is {MAX_OBJECTS_PER_FRAME}")
+    isfinite = math.isfinite
+    for o in objects:
+        # One test for the usual case; a NaN or an infinity in any of them makes the sum one.
+        if not isfinite(o.score + o.x1 + o.y1 + o.x2 + o.y2):
+            for name in ("score", "x1", "y1", "x2", "y2"):
+                _finite(name, getattr(o, name))
+            raise ContractError("bad_value", f"object values {o.score}, {o.x1}, {o.y1}, {o.x2}, {o.y2} "
+                                             "overflow: a score and box corners in 0..1 are expected")
+
+
+def _check_frame(msg: Frame) -> None:
+    _check_time(msg.captured_ms)
+    _check_id("camera_id", msg.camera_id)
+    if len(msg.jpeg) > MAX_JPEG_BYTES:
+        raise ContractError("too_large", f"JPEG is {len(msg.jpeg)} bytes; the limit is {MAX_JPEG_BYTES}")
+    if msg.width <= 0 or msg.height <= 0:
+        raise ContractError("bad_value", f"frame size {msg.width}x{msg.height} is not positive")
+
+
+def _check_reading(msg: SensorReading) -> None:
+    _check_time(msg.captured_ms)
+    _check_id("sensor_id", msg.sensor_id)
+    _finite("value", msg.value)
+
+
+def _check_detections(msg: Detections) -> None:
+    _check_time(msg.captured_ms)
+    _check_id("camera_id", msg.camera_id)
+    _check_objects(msg.objects)
+
+
+def _check_shadow(msg: ShadowResult) -> None:
+    _check_time(msg.captured_ms)
+    _check_id("camera_id", msg.camera_id)
+    _check_objects(msg.objects)
+    _check_objects(msg.shadow_objects)
+
+
+def _check_heartbeat(msg: Heartbeat) -> None:
+    _check_id("gateway_id", msg.gateway_id)
+    if len(msg.camera_id) > MAX_ID_LEN or len(msg.last_error) > MAX_ERROR_LEN:
+        raise ContractError("bad_value", f"camera_id or last_error too long ({len(msg.camera_id)}, {len(msg.last_error)})")
+    for name in ("at_ms", "started_ms", "interval_s", "fps", "read_fps", "last_frame_ms", "clock_offset_ms",
+                 "clock_rtt_ms", "clock_measured_ms"):
+        _finite(name, getattr(msg, name))
+
+
+def _check_routing(msg: ModelRouting) -> None:
+    if "default" not in msg.groups:
+        raise ContractError("bad_value", "model routing has no 'default' group")
+    for name, g in msg.groups.items():
+        if g.canary is not None and not 0.0 <= g.canary.percent <= 100.0:
+            raise ContractError("bad_value", f"group {name}: canary percent {g.canary.percent} is not in 0..100")
+
+
+_CHECKS = {Frame: _check_frame, SensorReading: _check_reading, Detections: _check_detections,
+           ShadowResult: _check_shadow, Heartbeat: _check_heartbeat, ModelRouting: _check_routing}
