@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import msgspec
 
@@ -71,6 +71,15 @@ class Cursor:
         return verdict
 
 
+class Route(NamedTuple):
+    """One rule reading one source, as the engine calls it for every message of that source."""
+
+    evaluator: RuleEvaluator
+    rule_id: str
+    handle: Callable[[Any, Any], list[Violation]]  # the evaluator's on_detections or on_reading
+    schedule: tuple  # the rule's windows; empty: always armed
+
+
 @dataclass
 class EngineStats:
     stale: int = 0  # duplicate or out-of-order input, ignored
@@ -78,8 +87,8 @@ class EngineStats:
     foreign: int = 0  # input stamped with another site's id, ignored
 
 
-def _sources_of(site: Site) -> set[Source]:
-    return {("camera", c.id) for c in site.cameras} | {("sensor", s.id) for s in site.sensors}
+def _sources_of(site: Site) -> dict[str, frozenset[str]]:
+    return {"camera": frozenset(c.id for c in site.cameras), "sensor": frozenset(s.id for s in site.sensors)}
 
 
 class RuleEngine:
@@ -94,12 +103,16 @@ class RuleEngine:
         self.site = site
         self._known = _sources_of(site)
         self._evaluators: dict[str, RuleEvaluator] = {}
-        self._routes: dict[Source, list[RuleEvaluator]] = {}
+        self._routes: dict[Source, list[Route]] = {}
         self._install(self._build(site), {})
 
     def knows(self, source: Source) -> bool:
         """Whether the site file defines this camera or sensor."""
-        return source in self._known
+        return source[1] in self.known(source[0])
+
+    def known(self, kind: str) -> frozenset[str]:
+        """The ids of the site's cameras or sensors (``kind``)."""
+        return self._known.get(kind, frozenset())
 
     def on_detections(self, d: Detections) -> list[Violation]:
         return self._dispatch(("camera", d.camera_id), d)
@@ -186,7 +199,7 @@ class RuleEngine:
                 reason = "rule changed" if rid in new_evals else "rule removed or disabled"
                 out += ev.close(old_states[rid], self._last_event_ms(ev), reason)
         self._known = _sources_of(site)
-        self.cursors = {k: c for k, c in self.cursors.items() if k in self._known}
+        self.cursors = {k: c for k, c in self.cursors.items() if self.knows(k)}
         self.site = site
         self._install(new_evals, {rid: old_states[rid] for rid in kept})
         return self._stamp(out)
@@ -211,12 +224,14 @@ class RuleEngine:
         self._fingerprints = {rid: hashlib.sha1(repr(ev.config).encode()).hexdigest()[:16] for rid, ev in evals.items()}
         for ev in self._evaluators.values():
             for src in ev.sources():
-                self._routes.setdefault(src, []).append(ev)
+                handler = ev.on_detections if src[0] == "camera" else ev.on_reading
+                self._routes.setdefault(src, []).append(Route(ev, ev.rule.id, handler, tuple(ev.rule.schedule)))
             for rid in ev.listens():
                 self._listeners.setdefault(rid, []).append(ev)
             self._homes.setdefault(ev.home(), []).append(ev.rule.id)
 
     def _dispatch(self, source: Source, msg: Detections | SensorReading) -> list[Violation]:
+        # Every input message passes here: routes built once per site file, no stamp when no rule fires.
         if msg.site_id != self.site.site.id:
             self.stats.foreign += 1
             return []
@@ -231,14 +246,17 @@ class RuleEngine:
             if verdict == "restart":
                 self.stats.restarts += 1
         out: list[Violation] = []
-        for ev in self._routes.get(source, ()):
-            state = self.states[ev.rule.id]
-            if ev.rule.schedule and not armed(ev.rule.schedule, self.site.site.timezone, msg.captured_ms):
+        states = self.states
+        for route in self._routes.get(source, ()):
+            state = states[route.rule_id]
+            if route.schedule and not armed(route.schedule, self.site.site.timezone, msg.captured_ms):
                 # Outside its schedule a rule sees nothing; an incident still open is ended.
-                out += ev.close(state, msg.captured_ms, "outside the rule's schedule")
+                out += route.evaluator.close(state, msg.captured_ms, "outside the rule's schedule")
                 continue
-            out += ev.on_detections(msg, state) if source[0] == "camera" else ev.on_reading(msg, state)
-        return self._stamp(out)
+            raised = route.handle(msg, state)
+            if raised:
+                out += raised
+        return self._stamp(out) if out else out
 
     def _last_event_ms(self, ev: RuleEvaluator) -> float:
         times = [self.cursors[s].captured_ms for s in ev.sources() if s in self.cursors]

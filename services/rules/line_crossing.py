@@ -16,7 +16,7 @@ import numpy as np
 from aimass.contracts import Detections, Violation
 from aimass.site import LineCrossingRule, Site
 from aimass_rules.evaluator import Incident, RuleEvaluator, Source, violation_id
-from aimass_rules.objects import feet, watched
+from aimass_rules.objects import standing
 
 FORGET_MS = 10_000.0  # a track unseen this long is forgotten
 
@@ -73,10 +73,10 @@ class LineCrossing(RuleEvaluator):
 
     def on_detections(self, d: Detections, st: CrossingState) -> list[Violation]:
         r = self.rule
-        objs = [o for o in watched(d.objects, self.classes, r.min_score) if o.track_id >= 0]
         out = []
+        objs = standing(d.objects, self.classes, r.min_score, tracked=True)
         if objs:
-            for o, (x, y) in zip(objs, feet(objs)):
+            for o, x, y in objs:
                 sign, dist = side_of(self.p0, self.p1, self.length, x, y)
                 prev = st.tracks.get(o.track_id)
                 if dist < r.margin or sign == 0:

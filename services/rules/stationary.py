@@ -38,7 +38,7 @@ from aimass.contracts import DetectedObject, Detections, Violation
 from aimass.site import LeftBehindRule, StoppedRule
 from aimass_rules.evaluator import Incident, update_due, violation_id
 from aimass_rules.geometry import point_in
-from aimass_rules.objects import ZoneEvaluator, feet, watched
+from aimass_rules.objects import ZoneEvaluator, feet, standing, watched
 
 
 @dataclass
@@ -82,9 +82,8 @@ class AtRestEvaluator(ZoneEvaluator):
     def on_detections(self, d: Detections, st: RestState) -> list[Violation]:
         r, now = self.rule, d.captured_ms
         out: list[Violation] = []
-        objs = [o for o in watched(d.objects, self.classes, r.min_score) if o.track_id >= 0]
         ctx = self.frame_context(d)
-        for o, (x, y) in zip(objs, feet(objs)):
+        for o, x, y in standing(d.objects, self.classes, r.min_score, tracked=True):
             tid = o.track_id
             rest = st.rests.get(tid)
             if rest is not None and math.hypot(x - rest.x, y - rest.y) > r.max_move:

@@ -185,20 +185,25 @@ def test_bottom_centre_lies_in_the_box_x_range_at_its_lowest_y_clipped_to_the_fr
 def test_the_small_input_path_agrees_with_the_vectorised_one_exactly(points, polygon):
     """Few points against a zone take the plain-float path; many take numpy. Same answers, bit for bit
     (the same operations in the same order), including points on edges and corners."""
-    import aimass_rules.geometry as g
-
     pts = np.asarray(points, dtype=np.float64)
     pts = np.concatenate([pts, np.asarray(polygon, dtype=np.float64)])  # corners: on the boundary
+    small, vectorised = _both_paths(pts, polygon)
+    assert small.dtype == bool and small.shape == vectorised.shape
+    assert small.tolist() == vectorised.tolist()
+
+
+def _both_paths(pts: np.ndarray, polygon) -> tuple[np.ndarray, np.ndarray]:
+    """``points_in_polygon`` through the plain-float path and through the vectorised one."""
+    import aimass_rules.geometry as g
+
     saved = g.SMALL_PAIRS
     try:
         g.SMALL_PAIRS = 10**9
         small = g.points_in_polygon(pts, polygon)
         g.SMALL_PAIRS = -1
-        vectorised = g.points_in_polygon(pts, polygon)
+        return small, g.points_in_polygon(pts, polygon)
     finally:
         g.SMALL_PAIRS = saved
-    assert small.dtype == bool and small.shape == vectorised.shape
-    assert small.tolist() == vectorised.tolist()
 
 
 @given(st.lists(st.tuples(st.floats(-0.2, 1.2), st.floats(-0.2, 1.2)), min_size=1, max_size=20), float_polygons)
@@ -213,3 +218,41 @@ def test_a_point_outside_the_bounds_is_never_in_the_polygon(points, polygon):
     for x, y in [*points, *near]:
         if point_in(x, y, sides):
             assert x0 <= x <= x1 and y0 <= y <= y1
+
+
+@given(float_polygons, st.integers(0, 7), st.floats(0.0, 1.0), st.sampled_from([0.0, 0.5, 0.99, 1.0, 1.01, 1.5, 2.0, 3.0]),
+       st.sampled_from([1.0, -1.0]))
+def test_points_within_a_few_eps_of_a_side_get_the_vectorised_answer(polygon, k, t, eps_off, sign):
+    """point_in measures the distance only to the sides whose box, widened, holds the point: points just
+    inside or outside EDGE_EPS of a side (where that shortcut decides) get the vectorised path's
+    answer, bit for bit."""
+    (ax, ay), (bx, by) = polygon[k % len(polygon)], polygon[(k + 1) % len(polygon)]
+    length = float(np.hypot(bx - ax, by - ay))
+    assume(length > 1e-6)
+    nx, ny = -(by - ay) / length, (bx - ax) / length  # the side's unit normal
+    off = sign * eps_off * EDGE_EPS
+    pts = np.asarray([(ax + t * (bx - ax) + off * nx, ay + t * (by - ay) + off * ny),
+                      (ax + off * nx, ay + off * ny), (bx - off * ny, by + off * nx)], dtype=np.float64)
+    small, vectorised = _both_paths(pts, polygon)
+    assert small.tolist() == vectorised.tolist()
+
+
+objects = st.lists(st.tuples(st.sampled_from(["person", "vehicle", "bag"]), st.floats(0.0, 1.0),
+                             *[st.floats(-0.5, 1.5, allow_nan=False)] * 4, st.integers(-1, 3)), max_size=10)
+
+
+@given(objects, st.floats(0.0, 1.0), st.booleans(), st.one_of(st.none(), st.tuples(unit, unit, unit, unit)))
+def test_standing_is_watched_then_bottom_centre_then_the_box(objs, min_score, tracked, box):
+    """objects.standing does in one pass what the rules did in three: the class and score filter
+    (``watched``), the track filter, ``bottom_centre``, and (``within``) the bounds test."""
+    from aimass.contracts import DetectedObject
+    from aimass_rules.objects import standing, watched
+
+    dets = [DetectedObject(label, 0, score, x1, y1, x2, y2, track_id=tid) for label, score, x1, y1, x2, y2, tid in objs]
+    classes = frozenset({"person", "bag"})
+    expected = []
+    for o in watched(dets, classes, min_score):
+        x, y = bottom_centre(o.x1, o.y1, o.x2, o.y2)
+        if (o.track_id >= 0 or not tracked) and (box is None or (box[0] <= x <= box[2] and box[1] <= y <= box[3])):
+            expected.append((o, x, y))
+    assert standing(dets, classes, min_score, tracked=tracked, within=box) == expected

@@ -220,3 +220,16 @@ def test_ticks_judge_only_the_rules_whose_home_this_worker_owns():
     eng.on_tick(T0)
     assert eng.on_tick(T0 + 10_000, owns=lambda source: source != ("sensor", "temp-1")) == []
     assert events(eng.on_tick(T0 + 10_000, owns=lambda source: True)) == [("quiet", "start")]
+
+
+def test_known_sources_follow_the_site_file():
+    """The worker dead-letters input from a camera or sensor the site file does not define (it looks
+    the ids up once a batch through ``known``); a new site file changes them."""
+    eng = RuleEngine(site())
+    assert eng.known("camera") == {"cam-1", "cam-2"} and eng.known("sensor") == {"temp-1"}
+    assert eng.knows(("camera", "cam-2")) and not eng.knows(("camera", "temp-1")) and not eng.knows(("site", "x"))
+
+    def drop_cam_2(data):
+        data["cameras"] = [c for c in data["cameras"] if c["id"] != "cam-2"]
+    eng.replace_site(site(drop_cam_2))
+    assert eng.known("camera") == {"cam-1"} and not eng.knows(("camera", "cam-2"))
