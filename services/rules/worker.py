@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from operator import attrgetter
 
 import faust
 
@@ -117,25 +118,31 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     violations_topic = out_topic.name
 
     async def evaluate(tp, records, cls, kind: str, pending: list, touched: dict) -> None:
-        """Every message in order, its violations sent as it is evaluated."""
+        """Every message in order, its violations sent as it is evaluated. The loop runs for every input
+        message: what is the same for the whole batch is looked up once, before it."""
         await resume(kind, tp.partition)
         handle = engine.on_detections if cls is Detections else engine.on_reading
+        ident_of = attrgetter("camera_id" if cls is Detections else "sensor_id")
+        known, seen = engine.known(kind), set()
+        decode, now_ms = contracts.decode, contracts.now_ms
         recording = telemetry.recording()
         evaluated = 0
         for r in records:
-            msg = await dead.decoded(r, cls)
-            if msg is None:
+            try:
+                msg = decode(r.value, cls)
+            except ContractError as exc:
                 counters.dead += 1
+                await dead.refuse(r, exc)
                 continue
-            ident = msg.camera_id if cls is Detections else msg.sensor_id
-            if not engine.knows((kind, ident)):
+            ident = ident_of(msg)
+            if ident not in known:
                 counters.dead += 1
                 counters.unknown += 1
                 await dead.refuse(r, ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site "
                                                    f"file {settings.site_file} does not define; add it there or fix "
                                                    "the gateway"))
                 continue
-            msg.stamps["rules_in"] = contracts.now_ms()
+            msg.stamps["rules_in"] = now_ms()
             if recording:
                 with tracer.start_as_current_span("rules", context=telemetry.extract(r.headers)) as span:
                     violations = handle(msg)
@@ -146,8 +153,11 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 ctx = telemetry.extract(r.headers) if violations else None
             if violations:
                 pending += await send(violations, ctx)
-            touched[(kind, ident)] = tp.partition
+                known = engine.known(kind)  # a new site file may have been applied meanwhile
+            seen.add(ident)
             evaluated += 1
+        for ident in seen:
+            touched[(kind, ident)] = tp.partition
         if evaluated:
             m_.rule_evaluations.add(evaluated, {"source": kind})
         if cls is Detections:
