@@ -77,7 +77,7 @@ class Route(NamedTuple):
     evaluator: RuleEvaluator
     rule_id: str
     handle: Callable[[Any, Any], list[Violation]]  # the evaluator's on_detections or on_reading
-    schedule: tuple  # the rule's windows; empty: always armed
+    schedule: list  # the rule's windows; empty: always armed
 
 
 @dataclass
@@ -225,13 +225,13 @@ class RuleEngine:
         for ev in self._evaluators.values():
             for src in ev.sources():
                 handler = ev.on_detections if src[0] == "camera" else ev.on_reading
-                self._routes.setdefault(src, []).append(Route(ev, ev.rule.id, handler, tuple(ev.rule.schedule)))
+                self._routes.setdefault(src, []).append(Route(ev, ev.rule.id, handler, ev.rule.schedule))
             for rid in ev.listens():
                 self._listeners.setdefault(rid, []).append(ev)
             self._homes.setdefault(ev.home(), []).append(ev.rule.id)
 
     def _dispatch(self, source: Source, msg: Detections | SensorReading) -> list[Violation]:
-        # Every input message passes here: routes built once per site file, no stamp when no rule fires.
+        # Every input message passes here: its routes are built once per site file.
         if msg.site_id != self.site.site.id:
             self.stats.foreign += 1
             return []
@@ -253,10 +253,8 @@ class RuleEngine:
                 # Outside its schedule a rule sees nothing; an incident still open is ended.
                 out += route.evaluator.close(state, msg.captured_ms, "outside the rule's schedule")
                 continue
-            raised = route.handle(msg, state)
-            if raised:
-                out += raised
-        return self._stamp(out) if out else out
+            out += route.handle(msg, state)
+        return self._stamp(out)
 
     def _last_event_ms(self, ev: RuleEvaluator) -> float:
         times = [self.cursors[s].captured_ms for s in ev.sources() if s in self.cursors]

@@ -123,7 +123,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         await resume(kind, tp.partition)
         handle = engine.on_detections if cls is Detections else engine.on_reading
         ident_of = attrgetter("camera_id" if cls is Detections else "sensor_id")
-        known, seen = engine.known(kind), set()
+        seen: set[str] = set()
         decode, now_ms = contracts.decode, contracts.now_ms
         recording = telemetry.recording()
         evaluated = 0
@@ -135,7 +135,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 await dead.refuse(r, exc)
                 continue
             ident = ident_of(msg)
-            if ident not in known:
+            if ident not in engine.known(kind):  # read each time: a new site file may come in at an await
                 counters.dead += 1
                 counters.unknown += 1
                 await dead.refuse(r, ContractError("unknown_source", f"{cls.__name__} from {ident!r}, which the site "
@@ -153,7 +153,6 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 ctx = telemetry.extract(r.headers) if violations else None
             if violations:
                 pending += await send(violations, ctx)
-                known = engine.known(kind)  # a new site file may have been applied meanwhile
             seen.add(ident)
             evaluated += 1
         for ident in seen:
