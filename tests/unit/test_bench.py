@@ -95,12 +95,60 @@ def test_combined_rate_counts_only_while_every_worker_works(monkeypatch):
     assert last == [700.0, 400.0]
 
 
+def test_combined_rate_stops_when_a_worker_runs_dry(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(probe, "time", clock)
+    # Each has 500 to read: a at 100/s is done at t=5, b at 50/s goes on alone until t=10.
+    a = lambda: min(100.0 * clock.now, 500.0)  # noqa: E731
+    b = lambda: min(50.0 * clock.now, 500.0)  # noqa: E731
+    rate, last = probe.combined_rate([a, b], 1000, deadline_s=60, interval_s=1.0)
+    # From the first sample with both counting (t=1, 150) to the last with neither done (t=4, 600): 150/s,
+    # not the 107/s of a window to 900 (t=8) that reads b alone for its last four seconds.
+    assert rate.per_s == pytest.approx(150.0)
+    assert rate.window_s == pytest.approx(3.0)
+    assert last == [500.0, 500.0]
+
+
+def test_combined_rate_reads_to_hi_when_no_sample_has_all_at_work(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(probe, "time", clock)
+    early = lambda: min(100.0 * clock.now, 150.0)  # noqa: E731  (done at t=1.5, before the other began)
+    late = lambda: 0.0 if clock.now < 1.9 else min(100.0 * (clock.now - 1.9), 850.0)  # noqa: E731
+    rate, _ = probe.combined_rate([early, late], 1000, deadline_s=60, interval_s=1.0)
+    assert rate.per_s == pytest.approx(100.0)  # from t=2 (160) to 900 (t=9.4)
+
+
 def test_combined_rate_refuses_when_a_worker_began_too_late(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(probe, "time", clock)
     late = lambda: 0.0 if clock.now < 9.5 else 1.0  # noqa: E731
     with pytest.raises(RuntimeError, match="began counting only after"):
         probe.combined_rate([lambda: 100.0 * clock.now, late], 1000, deadline_s=60, interval_s=1.0)
+
+
+def test_site_with_moves_rules_to_the_cameras_that_show_their_scenes():
+    from aimass.kafka import partition_for
+
+    site = load_site(DEFAULT_SITE_FILE)
+    scenes = ("cam-gate", "cam-yard", "cam-lobby", "cam-dock")
+    placed = workload.site_with(site, 4, spread=4, scenes=scenes)
+    assert [partition_for(c.id.encode(), 4) for c in placed.cameras] == [0, 1, 2, 3]
+    assert [c.scene for c in placed.cameras] == [site.camera(s).scene for s in scenes]
+    # A renamed camera takes over its original's rules, ids unchanged: the same rules, each on one camera.
+    assert sorted(r.id for r in placed.rules) == sorted(r.id for r in site.rules)
+    shown = {c.id for c in placed.cameras}
+    assert all(r.camera in shown for r in placed.rules if getattr(r, "camera", None))
+    yard = placed.cameras[1]
+    assert yard.id != "cam-yard" and sorted(r.id for r in placed.rules if getattr(r, "camera", None) == yard.id) == \
+        sorted(r.id for r in site.rules if getattr(r, "camera", None) == "cam-yard")
+    # Copies beside their originals get copies of the rules, under ids of their own; the site stays valid.
+    eight = workload.site_with(site, 8, spread=4)
+    ids = [r.id for r in eight.rules]
+    assert len(ids) == len(set(ids)) and len([r for r in eight.rules if getattr(r, "camera", None)]) == 16
+    from aimass.site import Site
+    Site.model_validate(eight.model_dump())
+    with pytest.raises(ValueError, match="not all of them are cameras"):
+        workload.site_with(site, 2, scenes=("cam-gate", "cam-nowhere"))
 
 
 def test_cameras_spread_one_per_partition():

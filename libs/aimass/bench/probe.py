@@ -68,9 +68,12 @@ def steady_rate(read: Callable[[], float], target: float, deadline_s: float, lo:
 def combined_rate(reads: Sequence[Callable[[], float]], target: float, deadline_s: float, lo: float = 0.1,
                   hi: float = 0.9, interval_s: float = 0.25,
                   alive: Callable[[], bool] = lambda: True) -> tuple[Rate, list[float]]:
-    """``steady_rate`` of several workers' counters together (their sum reaching ``target``), its window
-    opening no earlier than the first sample where every one of them has counted: while a group's
-    workers are still joining, one may read alone. Returns the rate and each counter's last value."""
+    """``steady_rate`` of several workers' counters together (their sum reaching ``target``), over the
+    samples where every one of them is at work: the window opens no earlier than the first sample where
+    all have counted (while a group's workers are still joining, one may read alone) and closes no later
+    than the last where none has yet read all it will (one whose partitions ran dry idles while the
+    others finish: the end of the backlog, not the group's pace), or at ``hi`` where no sample falls
+    between the two. Returns the rate and each counter's last value."""
     each: list[tuple[float, list[float]]] = []
 
     def read() -> float:
@@ -84,7 +87,12 @@ def combined_rate(reads: Sequence[Callable[[], float]], target: float, deadline_
     if start >= hi:
         raise RuntimeError(f"one worker began counting only after {all_in:.0f} of {target:.0f}: no span with all "
                            "of them working to measure; give the workload more messages")
-    return rate_between(rate.samples, target, start, hi), each[-1][1]
+    last = each[-1][1]
+    busy = [sum(v) for _, v in each if all(x < end for x, end in zip(v, last))]  # counters only grow: a prefix
+    stop = min(hi, busy[-1] / target) if busy else hi
+    if stop <= start:  # counters moving in steps as large as the drain (a quick run's few batches): up to hi
+        stop = hi
+    return rate_between(rate.samples, target, start, stop), last
 
 
 def rate_between(samples: Sequence[tuple[float, float]], target: float, lo: float = 0.1, hi: float = 0.9) -> Rate:

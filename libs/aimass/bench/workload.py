@@ -28,22 +28,48 @@ class EncodedFrame:
     jpeg: bytes
 
 
-def cameras(site: Site, n: int, spread: int = 0) -> list[Camera]:
+def cameras(site: Site, n: int, spread: int = 0, scenes: Sequence[str] = ()) -> list[Camera]:
     """``n`` scripted cameras: the site's own, then copies of them under new ids (cam-gate-2, ...).
 
     With ``spread`` partitions, camera i's id (its message key) lands on partition i % spread, renaming
     a site camera to a copy where its own id does not: workers that split a topic's partitions then get
-    equal shares of the cameras (the demo's four ids hash to partitions 0, 1, 0, 3 of four)."""
-    scripted = [c for c in site.cameras if c.scene is not None]
-    out: list[Camera] = []
+    equal shares of the cameras (the demo's four ids hash to partitions 0, 1, 0, 3 of four). ``scenes``
+    (site camera ids) sets whose scene camera i shows, in turn; by default the site's order."""
+    return [cam for _, cam in _placed(site, n, spread, scenes)]
+
+
+def site_with(site: Site, n: int, spread: int = 0, scenes: Sequence[str] = ()) -> Site:
+    """``site`` with ``cameras(site, n, spread, scenes)`` as its cameras, and each of them watched by the
+    rules of the site camera it copies: the first copy that stands in for an original left out (renamed
+    to land on another partition) takes over its rules, ids unchanged; any other gets copies of them,
+    with ids ending ``:<camera id>``. The sensor and correlation rules stay as they are."""
+    placed = _placed(site, n, spread, scenes)
+    holders = {cam.id for _, cam in placed}  # cameras holding their scene's rules under the rules' own ids
+    rules = [r for r in site.rules if getattr(r, "camera", None) is None or r.camera in holders]
+    for base, cam in placed:
+        if cam.id == base.id:
+            continue
+        takes_over = base.id not in holders
+        holders.add(base.id)
+        rules += [r.model_copy(update={"camera": cam.id} if takes_over else {"camera": cam.id, "id": f"{r.id}:{cam.id}"})
+                  for r in site.rules if getattr(r, "camera", None) == base.id]
+    return site.model_copy(update={"cameras": [cam for _, cam in placed], "rules": rules})
+
+
+def _placed(site: Site, n: int, spread: int, scenes: Sequence[str]) -> list[tuple[Camera, Camera]]:
+    """(the site camera whose scene it shows, the camera) for ``cameras``."""
+    scripted = [site.camera(s) for s in scenes] if scenes else [c for c in site.cameras if c.scene is not None]
+    if not all(scripted):
+        raise ValueError(f"scenes {list(scenes)}: not all of them are cameras of site {site.site.id}")
+    out: list[tuple[Camera, Camera]] = []
     for i in range(n):
         base = scripted[i % len(scripted)]
         ids = (base.id if k == 1 else f"{base.id}-{k}" for k in itertools.count(i // len(scripted) + 1))
         if spread:
-            taken = {c.id for c in out}
+            taken = {c.id for _, c in out}
             ids = (c for c in ids if c not in taken and partition_for(c.encode(), spread) == i % spread)
         cam_id = next(ids)
-        out.append(base if cam_id == base.id else base.model_copy(update={"id": cam_id}))
+        out.append((base, base if cam_id == base.id else base.model_copy(update={"id": cam_id})))
     return out
 
 
