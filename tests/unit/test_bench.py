@@ -109,6 +109,12 @@ def test_combined_rate_stops_when_a_worker_runs_dry(monkeypatch):
     assert last == [500.0, 500.0]
 
 
+def test_median_round_is_the_lower_middle_one_with_the_range():
+    rounds = [{"ratio": 0.5, "n": 1}, {"ratio": 0.3, "n": 2}, {"ratio": 0.4, "n": 3}, {"ratio": 0.6, "n": 4}]
+    assert probe.median_round(rounds[:3], "ratio") == ({"ratio": 0.4, "n": 3}, [0.3, 0.5])
+    assert probe.median_round(rounds, "ratio") == ({"ratio": 0.4, "n": 3}, [0.3, 0.6])  # even: the lower middle
+
+
 def test_combined_rate_reads_to_hi_when_no_sample_has_all_at_work(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(probe, "time", clock)
@@ -171,7 +177,8 @@ RESULTS = {
     "rules": {"worker_msgs_per_s": 1000, "raw_msgs_per_s": 150000, "ratio": 0.007, "goal": 0.5,
               "goal_msgs_per_s": 20000, "noop_msgs_per_s": 6000, "two_workers_msgs_per_s": 1800,
               "two_workers_ratio": 0.012, "two_over_one": 1.8, "worker_cpu_us_per_msg": 11.2, "raw_cpu_us_per_msg": 2.4,
-              "one_core_msgs_per_s": 89286, "one_core_ratio": 0.595},
+              "one_core_msgs_per_s": 89286, "one_core_ratio": 0.595, "rounds": [{}, {}, {}],
+              "ratio_range": [0.005, 0.009], "two_workers_ratio_range": [0.01, 0.02]},
     "sink": {"sink_rows_per_s": 90000, "raw_rows_per_s": 100000, "ratio": 0.9, "goal": 0.8, "ratio_range": [0.62, 1.1],
              "pairs": [{"ratio": 0.62}, {"ratio": 0.9}, {"ratio": 1.1}], "two_workers_rows_per_s": 70000,
              "two_workers_ratio": 0.7, "two_over_one": 0.778, "two_workers_ratio_range": [0.6, 0.95],
@@ -257,7 +264,10 @@ def test_report_says_which_goals_are_met():
         "400.0", "50.0 (bare ONNX Runtime)", "x8.0", ""]  # no goal of its own: what bounds the worker
     assert [c.strip() for c in lines["CPU a frame around the model40.0 ms (with the model)"].split("│")[2:5]] == [
         "3.2 ms", "40.0 ms (with the model)", "0.08"]
-    assert "1800 (x1.8 of one)" in next(v for k, v in lines.items() if k.startswith("2 workers"))
+    two_rules = next(v for k, v in lines.items() if k.startswith("2 workers"))
+    assert "1800 (x1.8 of one)" in two_rules and "0.012 (0.01-0.02)" in two_rules
+    rules_line = next(v for k, v in lines.items() if k.startswith("rules messages/s (median"))
+    assert "median of 3 rounds" in rules_line and "0.007 (0.005-0.009)" in rules_line
     sink = next(v for k, v in lines.items() if k.startswith("sink rows/s"))
     assert "met" in sink and "not met" not in sink  # judged by the median pair, though one pair fell short
     assert "median of 3 pairs" in sink and "0.9 (0.62-1.1)" in sink

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -93,6 +94,12 @@ def combined_rate(reads: Sequence[Callable[[], float]], target: float, deadline_
     if stop <= start:  # counters moving in steps as large as the drain (a quick run's few batches): up to hi
         stop = hi
     return rate_between(rate.samples, target, start, stop), last
+
+
+def median_round(rounds: Sequence[dict], key: str) -> tuple[dict, list[float]]:
+    """The round whose ``key`` is the median (the lower middle one of an even count), and the range."""
+    values = [r[key] for r in rounds]
+    return rounds[values.index(statistics.median_low(values))], [min(values), max(values)]
 
 
 def rate_between(samples: Sequence[tuple[float, float]], target: float, lo: float = 0.1, hi: float = 0.9) -> Rate:

@@ -69,7 +69,8 @@ def run_bench(site: Site, opts: BenchOptions, say: Callable[[str], None] = print
         # Quick runs still give the two-worker drain ~0.5 s on a fast host: 8000 messages took ~0.1 s,
         # less than one worker's first batch can lag the other's, and once in about a dozen runs one
         # worker had counted 7500 of them before the other counted any (no span with both to measure).
-        section("rules", lambda: rules.run(fleet, rules.RulesOptions(per_camera=10000 if opts.quick else 25000)))
+        section("rules", lambda: rules.run(fleet, rules.RulesOptions(per_camera=10000 if opts.quick else 25000,
+                                                                     rounds=1 if opts.quick else 3)))
         # Quick: 10 batches, so each of the two sink processes counts a few (a span with both at work).
         section("sink", lambda: sink.run(fleet, sink.SinkOptions(per_camera=5000 if opts.quick else 15000,
                                                                  pairs=1 if opts.quick else 3)))

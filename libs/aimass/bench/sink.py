@@ -11,7 +11,6 @@ spans: on a host where both share the cores, the two together say what bounds th
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -110,8 +109,8 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
                       "raw_cpu_us_per_row": round((last.cpu_s + after.cpu_s) / 2 / rows * 1e6, 2),
                       "raw_server_cpu_us_per_row": round((last.server_cpu_s + after.server_cpu_s) / 2 / rows * 1e6, 2)})
         last = after
-    median, ratio_range = _median_pair(pairs, "ratio")
-    two_median, two_range = _median_pair(pairs, "two_workers_ratio")
+    median, ratio_range = probe.median_round(pairs, "ratio")
+    two_median, two_range = probe.median_round(pairs, "two_workers_ratio")
     return {"messages": len(messages), "rows": rows, "batch_messages": settings.batch_rows,
             "insert_batches": settings.insert_batches, **median, "pairs": pairs,
             "ratio_range": ratio_range, "worker_rss_mb": round(rss, 1), "goal": 0.8,
@@ -119,9 +118,3 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
             "two_workers_ratio": two_median["two_workers_ratio"],
             "two_over_one": round(two_median["two_workers_rows_per_s"] / two_median["sink_rows_per_s"], 3),
             "two_workers_ratio_range": two_range}
-
-
-def _median_pair(pairs: list[dict], key: str) -> tuple[dict, list[float]]:
-    """The pair whose ``key`` is the median (the lower middle one of an even count), and the range."""
-    values = [p[key] for p in pairs]
-    return pairs[values.index(statistics.median_low(values))], [min(values), max(values)]
