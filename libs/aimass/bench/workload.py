@@ -44,15 +44,18 @@ def site_with(site: Site, n: int, spread: int = 0, scenes: Sequence[str] = ()) -
     to land on another partition) takes over its rules, ids unchanged; any other gets copies of them,
     with ids ending ``:<camera id>``. The sensor and correlation rules stay as they are."""
     placed = _placed(site, n, spread, scenes)
-    holders = {cam.id for _, cam in placed}  # cameras holding their scene's rules under the rules' own ids
-    rules = [r for r in site.rules if getattr(r, "camera", None) is None or r.camera in holders]
+    shown = {cam.id for _, cam in placed}
+    rules = [r for r in site.rules if getattr(r, "camera", None) is None or r.camera in shown]
+    owned = set(shown)  # site cameras whose rules some camera already holds under the rules' own ids
     for base, cam in placed:
         if cam.id == base.id:
             continue
-        takes_over = base.id not in holders
-        holders.add(base.id)
-        rules += [r.model_copy(update={"camera": cam.id} if takes_over else {"camera": cam.id, "id": f"{r.id}:{cam.id}"})
-                  for r in site.rules if getattr(r, "camera", None) == base.id]
+        camera_rules = [r for r in site.rules if getattr(r, "camera", None) == base.id]
+        if base.id in owned:  # copies, under ids of their own
+            rules += [r.model_copy(update={"camera": cam.id, "id": f"{r.id}:{cam.id}"}) for r in camera_rules]
+        else:  # it stands in for its original: the rules as they are
+            owned.add(base.id)
+            rules += [r.model_copy(update={"camera": cam.id}) for r in camera_rules]
     return site.model_copy(update={"cameras": [cam for _, cam in placed], "rules": rules})
 
 
