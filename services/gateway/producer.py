@@ -221,9 +221,9 @@ class GatewayProducer:
                                         ("aimass-source-topic", source.encode())])
         self.counters.deadletters += 1
 
-    async def send_raw(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send bytes as they are (tests and tools that need malformed input)."""
-        await self._submit(topic, key, value, [])
+    async def send_raw(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] = ()) -> None:
+        """Send bytes as they are, with ``headers`` (tests and tools that need malformed input)."""
+        await self._submit(topic, key, value, list(headers))
 
     async def _send(self, topic: str, key: str, value: bytes, *, on_ack: Callable | None = None, traced: bool = True,
                     extra_headers: list[tuple[str, bytes]] | None = None) -> None:

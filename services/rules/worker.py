@@ -63,15 +63,19 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
     log.info("rules: site %s with %d cameras, %d sensors, %d rules from %s", site.site.id,
              len(site.cameras), len(site.sensors), len(site.rules), settings.site_file)
 
-    async def send(violations: list[Violation], ctx) -> list:
+    async def send(violations: list[Violation], ctx=None, source_headers=None) -> list:
         """Hand ``violations`` to the producer; returns their delivery futures (await them before the
-        input's state is stored and its offset acknowledged)."""
-        if not violations:  # correlation hands over every violation event's (mostly empty) result
+        input's state is stored and its offset acknowledged). While spans are recorded each gets one,
+        child of ``ctx`` or else of the trace in ``source_headers`` (the input's Kafka headers); otherwise
+        they carry the input's trace context on as it came."""
+        if not violations:
             return []
         futs = []
         recording = telemetry.recording()
-        # No span that nobody sees (tens of µs each): the input's trace context travels on, the same for all.
-        passed_on = {} if recording or ctx is None else dict(telemetry.inject(ctx=ctx))
+        if recording and ctx is None and source_headers is not None:
+            ctx = telemetry.extract(source_headers)
+        # No span that nobody sees (tens of µs each), nor a context parsed only to be written out again.
+        passed_on = {} if recording else dict(telemetry.carried(source_headers))
         for v in violations:
             if recording:
                 with tracer.start_as_current_span("violation", context=ctx) as span:
@@ -84,8 +88,8 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         counters.violations += len(violations)
         return futs
 
-    async def emit(violations: list[Violation], ctx) -> None:
-        for f in await send(violations, ctx):
+    async def emit(violations: list[Violation]) -> None:
+        for f in await send(violations):
             await f
 
     async def resume(kind: str, partition: int) -> None:
@@ -147,12 +151,12 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 with tracer.start_as_current_span("rules", context=telemetry.extract(r.headers)) as span:
                     violations = handle(msg)
                     span.set_attribute("violations", len(violations))
-                    ctx = telemetry.trace.set_span_in_context(span)  # violations are children of this evaluation
+                if violations:  # children of this evaluation
+                    pending += await send(violations, telemetry.trace.set_span_in_context(span))
             else:  # no span per message that nobody sees; the violations carry the frame's trace on
                 violations = handle(msg)
-                ctx = telemetry.extract(r.headers) if violations else None
-            if violations:
-                pending += await send(violations, ctx)
+                if violations:
+                    pending += await send(violations, source_headers=r.headers)
             seen.add(ident)
             evaluated += 1
         for ident in seen:
@@ -174,7 +178,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
                 continue
             if v.site_id != engine.site.site.id:
                 continue
-            pending += await send(engine.on_violation(v), telemetry.extract(r.headers))
+            pending += await send(engine.on_violation(v), source_headers=r.headers)  # mostly none
             touched[("site", v.site_id)] = tp.partition
 
     async def handle(batch):
@@ -222,7 +226,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         ended = engine.replace_site(new_site)  # unchanged rules keep their state
         log.info("rules switched to %s (sha256 %s): %d rules; %d incidents of changed rules ended",
                  cfg.source, cfg.sha256[:12], len(new_site.rules), len(ended))
-        await emit(ended, None)
+        await emit(ended)
 
     @app.task
     async def follow_control() -> None:
@@ -246,7 +250,7 @@ def build_app(settings: RulesSettings, site: Site | None = None) -> faust.App:
         # Between batches: a state stored here must not reflect input whose violations are still on the way.
         async with intake.between_batches():
             out = engine.on_tick(contracts.now_ms(), owns=owns)
-            await emit(out, None)
+            await emit(out)
             for kind, ident in {engine.home_of(v.rule_id) for v in out}:
                 st = states[kind]
                 await st.store(st.partition_of(ident.encode()), ident.encode(), engine.export_state((kind, ident)))

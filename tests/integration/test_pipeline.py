@@ -37,8 +37,8 @@ async def _send_frames(ns, camera: str, seqs, *, readings: int = 0, extra_raw: l
             await gw.send_frame(camera, s, contracts.now_ms(), _image(s))
         for s in range(readings):
             await gw.send_reading("temp-1", s, contracts.now_ms(), 20.0 + s, "C")
-        for topic, key, value in extra_raw:
-            await gw.send_raw(ns.topic_prefix + topic, key, value)
+        for topic, key, value, *headers in extra_raw:  # (topic, key, value[, headers])
+            await gw.send_raw(ns.topic_prefix + topic, key, value, *headers)
     assert gw.counters.send_errors == 0
     return gw
 
@@ -159,7 +159,11 @@ def test_rules_worker_turns_detections_into_one_incident(ns, ns_ch, workers):
             site_id="e2e-site", camera_id=camera, seq=seq, captured_ms=t0 + seq * 200, width=512, height=384,
             model_name="m", model_version="1", objects=objects, stamps={"captured": t0 + seq * 200}))
 
-    raw = [(contracts.TOPIC_DETECTIONS, b"cam-in", det(s, s < 10)) for s in range(16)]
+    def traceparent(seq: int) -> bytes:  # each frame its own trace, as the gateway would have started
+        return f"00-{seq + 1:032x}-{seq + 1:016x}-01".encode()
+
+    raw = [(contracts.TOPIC_DETECTIONS, b"cam-in", det(s, s < 10), [("traceparent", traceparent(s))])
+           for s in range(16)]
     raw.append((contracts.TOPIC_DETECTIONS, b"cam-nowhere", det(0, True, "cam-nowhere")))
     asyncio.run(_send_frames(ns, "cam-in", [], extra_raw=raw))
 
@@ -172,6 +176,14 @@ def test_rules_worker_turns_detections_into_one_incident(ns, ns_ch, workers):
     assert _count(ns_ch, "SELECT uniqExact(violation_id) FROM violations FINAL") == 1
     wait_until(lambda: _count(ns_ch, "SELECT count() FROM deadletters WHERE reason = 'unknown_source'") == 1, 30,
                "the unknown camera's dead letter")
+    # With no exporter the worker makes no spans: each violation carries on the trace of the frame that
+    # raised it, as that frame's message came.
+    events = {}
+    for r in asyncio.run(read_topic(ns, contracts.TOPIC_VIOLATIONS, timeout_s=10)):
+        v = contracts.decode(r.value, contracts.Violation)
+        events[v.event] = (v.source_seq, dict(r.headers or ()).get("traceparent"))
+    assert events == {"start": (2, traceparent(2)), "end": (events["end"][0], traceparent(events["end"][0]))}
+    assert events["end"][0] >= 10
 
 
 @pytest.mark.worker_env(AIMASS_SITE_FILE=E2E_SITE)

@@ -88,7 +88,7 @@ def run(fleet: Fleet, opts: RulesOptions) -> dict:
     for _ in range(opts.rounds):
         ns = fleet.namespace("rules", site=site)
         settings = ns.settings()
-        asyncio.run(workload.produce(settings, contracts.TOPIC_DETECTIONS, messages))
+        asyncio.run(workload.produce(settings, contracts.TOPIC_DETECTIONS, messages, traced=True))
         # Each round between two raw reads, the one after it also the next round's one before.
         raw_before = raw_last or asyncio.run(raw_consume(settings, contracts.TOPIC_DETECTIONS, n))
         w = ns.start("rules")
@@ -145,7 +145,7 @@ def two_workers(fleet: Fleet, site, messages: list[tuple[bytes, bytes]]) -> tupl
     workers = ns.start_together("rules", 2)  # on empty topics: both are in the group before the backlog
     try:
         with ns.held(workers):
-            asyncio.run(workload.produce(ns.settings(), contracts.TOPIC_DETECTIONS, messages))
+            asyncio.run(workload.produce(ns.settings(), contracts.TOPIC_DETECTIONS, messages, traced=True))
         rate, last = probe.combined_rate([lambda w=w: probe.counter(w.metrics_port, "aimass_rule_evaluations")
                                           for w in workers], len(messages), 300, interval_s=0.1,
                                          alive=lambda: all(w.alive() for w in workers))

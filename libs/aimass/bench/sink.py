@@ -74,7 +74,7 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
                fleet.namespace("sink_two", site=site.model_copy(update={"cameras": cams}))) for _ in range(opts.pairs)]
     settings = spaces[0][0].settings(SinkSettings)
     for one, _ in spaces:
-        asyncio.run(workload.produce(one.settings(), contracts.TOPIC_DETECTIONS, messages))
+        asyncio.run(workload.produce(one.settings(), contracts.TOPIC_DETECTIONS, messages, traced=True))
 
     server_pids = [fleet.info.clickhouse_pid, *descendants(fleet.info.clickhouse_pid)]  # it may run below runuser
 
@@ -95,7 +95,7 @@ def run(fleet: Fleet, opts: SinkOptions) -> dict:
         one.stop()
         workers = two.start_together("sink", 2)  # on empty topics: both are in the group before the backlog
         with two.held(workers):
-            asyncio.run(workload.produce(two.settings(), contracts.TOPIC_DETECTIONS, messages))
+            asyncio.run(workload.produce(two.settings(), contracts.TOPIC_DETECTIONS, messages, traced=True))
         both, _ = probe.combined_rate([lambda w=w: probe.counter(w.metrics_port, "aimass_sink_rows") for w in workers],
                                       rows, 300, interval_s=0.05, alive=lambda: all(w.alive() for w in workers))
         two.stop()
