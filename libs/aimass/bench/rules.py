@@ -1,6 +1,7 @@
 """Rules throughput: detection messages/s through a rules worker (every rule of the site evaluated,
 tracks and incidents kept, state stored, violations produced), divided by a raw aiokafka consumer
-reading the same messages without decoding them. Both drain the same backlog in the same run.
+reading the same messages without decoding them. Both drain the same backlog in the same run, and so
+do two workers of one group; in rounds, the median round reported with the range (``RulesOptions``).
 
 Beside the rates, the CPU each spends a message (the worker's process from /proc over the window its
 rate is read in, the raw consumer's own process time over its read). The worker evaluates on one
